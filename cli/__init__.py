@@ -1,0 +1,1 @@
+"""The `bltdata` command-line interface: thin click commands over the library."""

@@ -1,0 +1,1 @@
+"""Apache Beam pipelines: thin PTransforms over the bltdata library."""
