@@ -1,0 +1,529 @@
+"""Shard format v1: the Parquet schema, writer, reader, manifest and validator (DESIGN §5).
+
+This module owns the on-disk format. Everything that writes shards (the Beam pipeline,
+`repatch`, `import-blt-arrow`) goes through `ShardWriter` and `write_manifest`; everything
+that checks them (`bltdata verify`, the tests) goes through `validate`.
+
+A shard is one Parquet file (zstd, page checksums on) with one row per document. Rows are
+buffered and flushed as a row group once they hold `row_group_bytes` of document bytes, so a
+DataLoader worker can take a row group (a few MB) at a time. Files appear atomically: each is
+written under a hidden temporary name in the same directory and renamed when complete, and
+the manifest is written last. Nothing written depends on the clock, so the same inputs give
+byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bltdata import __version__
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT_VERSION = 1
+REJECTED_DIR = "rejected"
+SHARD_SUFFIX = ".parquet"
+DEFAULT_ROW_GROUP_BYTES = 4 << 20
+COMPRESSION = "zstd"
+COMPRESSION_LEVEL = 3
+
+META_SCHEMA_VERSION = b"bltdata.schema_version"
+META_PATCHER = b"bltdata.patcher"
+META_ENTROPY_MODEL = b"bltdata.entropy_model"
+META_VERSION = b"bltdata.version"
+
+_BASE_FIELDS = [
+    pa.field("doc_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("bytes", pa.binary(), nullable=False),
+    pa.field("num_bytes", pa.int64(), nullable=False),
+    pa.field("patch_lengths", pa.list_(pa.field("item", pa.int32(), nullable=False)), nullable=False),
+    pa.field("num_patches", pa.int32(), nullable=False),
+]
+_ENTROPY_FIELD = pa.field("entropies", pa.list_(pa.field("item", pa.float16(), nullable=False)), nullable=True)
+
+
+def shard_schema(store_entropies: bool, metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
+    """The Arrow schema of a v1 shard, with or without the optional `entropies` column."""
+    fields = _BASE_FIELDS + ([_ENTROPY_FIELD] if store_entropies else [])
+    return pa.schema(fields, metadata=metadata)
+
+
+def _canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def shard_metadata(patcher: dict, entropy_model: dict | None) -> dict[bytes, bytes]:
+    """The key-value metadata stored on every shard."""
+    return {
+        META_SCHEMA_VERSION: SCHEMA_VERSION.encode(),
+        META_PATCHER: _canonical_json(patcher).encode(),
+        META_ENTROPY_MODEL: _canonical_json(entropy_model).encode(),
+        META_VERSION: __version__.encode(),
+    }
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def temporary_path(final: Path) -> Path:
+    """Where a file is written before it is renamed to `final` (same dir, hidden name)."""
+    return final.with_name(f".{final.name}.tmp")
+
+
+@dataclass
+class ShardInfo:
+    """One shard as the manifest lists it."""
+
+    file: str
+    rows: int
+    bytes: int
+    patches: int
+    row_groups: int
+    size: int
+    sha256: str
+    row_group_rows: list[int] = field(default_factory=list)
+    row_group_bytes: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShardInfo":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+class ShardWriter:
+    """Writes one shard atomically; rows are added one document at a time.
+
+    `add` takes the document's bytes, its patch lengths (int32, summing to len(data)) and,
+    when the shard stores them, its n + 1 entropies. `close` flushes, renames the temporary
+    file to its final name and returns the `ShardInfo` for the manifest.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, patcher: dict, entropy_model: dict | None = None,
+                 store_entropies: bool = False, row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES):
+        self.path = Path(path)
+        self.store_entropies = store_entropies
+        self.row_group_bytes = row_group_bytes
+        self.schema = shard_schema(store_entropies, shard_metadata(patcher, entropy_model))
+        self._tmp = temporary_path(self.path)
+        self._writer = pq.ParquetWriter(
+            self._tmp, self.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+            write_page_checksum=True, write_statistics=["num_bytes", "num_patches"],
+        )
+        self._pending: dict[str, list] = {name: [] for name in self.schema.names}
+        self._pending_bytes = 0
+        self._rows = self._bytes = self._patches = 0
+        self._row_group_rows: list[int] = []
+        self._row_group_bytes: list[int] = []
+
+    def add(self, doc_id: str, source: str, data: bytes, patch_lengths, entropies=None) -> None:
+        lengths = np.asarray(patch_lengths, dtype=np.int32)
+        check_row(doc_id, len(data), lengths, None if entropies is None else len(entropies))
+        if self.store_entropies and entropies is None:
+            raise ValueError(f"{self.path}: document {doc_id!r} has no entropies but the shard stores them")
+        row = self._pending
+        row["doc_id"].append(doc_id)
+        row["source"].append(source)
+        row["bytes"].append(bytes(data))
+        row["num_bytes"].append(len(data))
+        row["patch_lengths"].append(lengths)
+        row["num_patches"].append(len(lengths))
+        if self.store_entropies:
+            row["entropies"].append(np.asarray(entropies, dtype=np.float16))
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= self.row_group_bytes:
+            self._flush()
+
+    def _flush(self) -> None:
+        n = len(self._pending["doc_id"])
+        if n == 0:
+            return
+        columns = [_column(name, self._pending[name], self.schema.field(name).type) for name in self.schema.names]
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        self._writer.write_table(table, row_group_size=n)
+        self._row_group_rows.append(n)
+        self._row_group_bytes.append(self._pending_bytes)
+        self._rows += n
+        self._bytes += self._pending_bytes
+        self._patches += int(sum(self._pending["num_patches"]))
+        self._pending = {name: [] for name in self.schema.names}
+        self._pending_bytes = 0
+
+    def close(self) -> ShardInfo:
+        self._flush()
+        self._writer.close()
+        size = self._tmp.stat().st_size
+        digest = sha256_file(self._tmp)
+        os.replace(self._tmp, self.path)
+        return ShardInfo(
+            file=self.path.name, rows=self._rows, bytes=self._bytes, patches=self._patches,
+            row_groups=len(self._row_group_rows), size=size, sha256=digest,
+            row_group_rows=self._row_group_rows, row_group_bytes=self._row_group_bytes,
+        )
+
+    def abort(self) -> None:
+        """Drop a shard that will not be completed: nothing appears under the final name."""
+        try:
+            self._writer.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.float16(): np.float16}
+
+
+def _column(name: str, values: list, type_: pa.DataType) -> pa.Array:
+    """Build one column; list columns are assembled from flat numpy buffers (no per-item boxing)."""
+    if pa.types.is_list(type_):
+        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+        offsets = np.zeros(len(values) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = np.concatenate(values) if values else np.zeros(0)
+        child = pa.array(flat.astype(_NUMPY_TYPES[type_.value_type], copy=False), type=type_.value_type)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), child, type=type_)
+    return pa.array(values, type=type_)
+
+
+def check_row(doc_id: str, num_bytes: int, patch_lengths: np.ndarray, num_entropies: int | None) -> None:
+    """Raise ValueError if a document's patch lengths or entropies break the v1 invariants."""
+    total = int(patch_lengths.sum()) if len(patch_lengths) else 0
+    if total != num_bytes:
+        raise ValueError(f"document {doc_id!r}: patch lengths sum to {total}, not its {num_bytes} bytes")
+    if len(patch_lengths) and int(patch_lengths.min()) < 1:
+        raise ValueError(f"document {doc_id!r}: a patch length is < 1")
+    if num_entropies is not None and num_entropies != num_bytes + 1:
+        raise ValueError(f"document {doc_id!r}: {num_entropies} entropies, expected {num_bytes + 1} (n + 1)")
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+@dataclass
+class Manifest:
+    """`manifest.json`: the run's parameters, the shards and their totals."""
+
+    params: dict
+    shards: list[ShardInfo]
+    rejected: int
+    patcher: dict | None = None
+    entropy_model: dict | None = None
+    fingerprint: str = ""
+    path: Path | None = None
+
+    @property
+    def totals(self) -> dict:
+        return {
+            "shards": len(self.shards),
+            "documents": sum(s.rows for s in self.shards),
+            "bytes": sum(s.bytes for s in self.shards),
+            "patches": sum(s.patches for s in self.shards),
+            "row_groups": sum(s.row_groups for s in self.shards),
+            "size": sum(s.size for s in self.shards),
+            "rejected": self.rejected,
+        }
+
+    @property
+    def directory(self) -> Path:
+        assert self.path is not None, "manifest was not read from disk"
+        return self.path.parent
+
+    def shard_path(self, shard: ShardInfo) -> Path:
+        return self.directory / shard.file
+
+
+def manifest_fingerprint(shards: Iterable[ShardInfo]) -> str:
+    """A digest of what the shards hold: names, row counts and checksums."""
+    listing = [[s.file, s.rows, s.row_groups, s.sha256] for s in sorted(shards, key=lambda s: s.file)]
+    return hashlib.sha256(_canonical_json(listing).encode()).hexdigest()
+
+
+def write_manifest(out_dir: str | os.PathLike, params: dict, shards: list[ShardInfo], rejected: int,
+                   *, patcher: dict | None = None, entropy_model: dict | None = None) -> Manifest:
+    """Write `manifest.json` atomically; call it after every shard is in place."""
+    shards = sorted(shards, key=lambda s: s.file)
+    manifest = Manifest(params=params, shards=shards, rejected=rejected, patcher=patcher,
+                        entropy_model=entropy_model, fingerprint=manifest_fingerprint(shards))
+    doc = {
+        "format": "bltdata.manifest",
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "bltdata_version": __version__,
+        "params": params,
+        "patcher": patcher,
+        "entropy_model": entropy_model,
+        "totals": manifest.totals,
+        "fingerprint": manifest.fingerprint,
+        "shards": [s.to_dict() for s in shards],
+    }
+    path = Path(out_dir) / MANIFEST_NAME
+    write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    manifest.path = path
+    return manifest
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = temporary_path(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def manifest_path(path: str | os.PathLike) -> Path:
+    """The manifest of a shard directory (or the path itself if it names the manifest)."""
+    p = Path(path)
+    return p if p.name == MANIFEST_NAME else p / MANIFEST_NAME
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a shard directory's manifest; errors name the file and what is wrong."""
+    mpath = manifest_path(path)
+    try:
+        doc = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{mpath}: no manifest (is {mpath.parent} a bltdata shard directory?)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{mpath}: manifest is not valid JSON: {e}") from None
+    if doc.get("format") != "bltdata.manifest" or doc.get("format_version") != MANIFEST_FORMAT_VERSION:
+        raise ValueError(f"{mpath}: not a bltdata manifest of format version {MANIFEST_FORMAT_VERSION}")
+    shards = [ShardInfo.from_dict(s) for s in doc["shards"]]
+    return Manifest(params=doc.get("params", {}), shards=shards, rejected=int(doc["totals"]["rejected"]),
+                    patcher=doc.get("patcher"), entropy_model=doc.get("entropy_model"),
+                    fingerprint=doc["fingerprint"], path=mpath)
+
+
+def write_rejects(out_dir: str | os.PathLike, name: str, rejects: Iterable[dict]) -> int:
+    """Write rejected records as JSON lines to `rejected/<name>.jsonl` (atomically); returns the count."""
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rejects]
+    if not lines:
+        return 0
+    directory = Path(out_dir) / REJECTED_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(directory / f"{name}.jsonl", "\n".join(lines) + "\n")
+    return len(lines)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def open_shard(path: str | os.PathLike) -> pq.ParquetFile:
+    """Open a shard for reading: memory-mapped, page checksums verified."""
+    return pq.ParquetFile(path, memory_map=True, page_checksum_verification=True)
+
+
+def shard_files(directory: str | os.PathLike) -> list[Path]:
+    """The shards of a directory, from its manifest when there is one, else by listing."""
+    d = Path(directory)
+    if d.is_file():
+        return [d]
+    if manifest_path(d).exists():
+        manifest = read_manifest(d)
+        return [manifest.shard_path(s) for s in manifest.shards]
+    return sorted(p for p in d.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
+
+
+def iter_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
+    """Rows of one shard as dicts (`bytes` as bytes, lists as Python lists), in file order."""
+    pf = open_shard(path)
+    for i in range(pf.num_row_groups):
+        for row in pf.read_row_group(i, columns=columns).to_pylist():
+            yield row
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The bltdata key-value metadata of one shard, decoded."""
+    meta = pq.read_schema(path).metadata or {}
+    out = {}
+    for key in (META_SCHEMA_VERSION, META_PATCHER, META_ENTROPY_MODEL, META_VERSION):
+        if key in meta:
+            value = meta[key].decode()
+            out[key.decode().split(".", 1)[1]] = json.loads(value) if key in (META_PATCHER, META_ENTROPY_MODEL) else value
+    return out
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing `validate` found wrong: the file, optionally the row, and what."""
+
+    file: str
+    message: str
+    row: int | None = None
+    doc_id: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file} row {self.row} (doc_id {self.doc_id!r})"
+        return f"{where}: {self.message}"
+
+
+MAX_ROW_PROBLEMS = 20
+
+
+def validate(path: str | os.PathLike) -> list[Problem]:
+    """Check a shard directory (manifest, checksums, every shard) or a single shard file."""
+    p = Path(path)
+    if p.is_file() and p.name != MANIFEST_NAME:
+        return validate_shard(p)
+    if not p.exists():
+        return [Problem(str(p), "does not exist")]
+    if not manifest_path(p).exists():
+        return [Problem(str(manifest_path(p)), "missing: not a complete bltdata shard directory")]
+    try:
+        manifest = read_manifest(p)
+    except (ValueError, KeyError, TypeError) as e:
+        return [Problem(str(manifest_path(p)), f"unreadable manifest: {e}")]
+    return _validate_manifest(manifest)
+
+
+def _validate_manifest(manifest: Manifest) -> list[Problem]:
+    problems: list[Problem] = []
+    if manifest.fingerprint != manifest_fingerprint(manifest.shards):
+        problems.append(Problem(str(manifest.path), "fingerprint does not match the shard list"))
+    listed = {s.file for s in manifest.shards}
+    for extra in sorted(set(p.name for p in manifest.directory.glob(f"*{SHARD_SUFFIX}")) - listed):
+        problems.append(Problem(str(manifest.directory / extra), "shard on disk is not in the manifest"))
+    rejected = _count_rejected(manifest.directory)
+    if rejected != manifest.rejected:
+        problems.append(Problem(str(manifest.path), f"manifest counts {manifest.rejected} rejected records, "
+                                                    f"{REJECTED_DIR}/ holds {rejected}"))
+    for shard in manifest.shards:
+        problems.extend(_validate_listed_shard(manifest, shard))
+    return problems
+
+
+def _count_rejected(directory: Path) -> int:
+    total = 0
+    for f in sorted((directory / REJECTED_DIR).glob("*.jsonl")):
+        with open(f, "rb") as fh:
+            total += sum(1 for line in fh if line.strip())
+    return total
+
+
+def _validate_listed_shard(manifest: Manifest, shard: ShardInfo) -> list[Problem]:
+    path = manifest.shard_path(shard)
+    name = str(path)
+    if not path.exists():
+        return [Problem(name, "listed in the manifest but missing")]
+    size = path.stat().st_size
+    if size != shard.size:
+        return [Problem(name, f"size {size} differs from the manifest's {shard.size} (truncated or replaced?)")]
+    if sha256_file(path) != shard.sha256:
+        return [Problem(name, "sha256 differs from the manifest (file corrupted or replaced)")]
+    problems = validate_shard(path)
+    if problems:
+        return problems
+    pf = open_shard(path)
+    counted = (pf.metadata.num_rows, pf.num_row_groups)
+    if counted != (shard.rows, shard.row_groups):
+        problems.append(Problem(name, f"rows/row groups {counted} differ from the manifest's "
+                                      f"{(shard.rows, shard.row_groups)}"))
+    return problems
+
+
+def validate_shard(path: str | os.PathLike) -> list[Problem]:
+    """Schema, metadata and per-row invariants of one shard file."""
+    name = str(path)
+    try:
+        pf = open_shard(path)
+    except (OSError, pa.ArrowException) as e:
+        return [Problem(name, f"not a readable Parquet file: {e}")]
+    problems = _check_schema(name, pf.schema_arrow)
+    if problems:
+        return problems
+    for i in range(pf.num_row_groups):
+        try:
+            table = pf.read_row_group(i)
+        except (OSError, pa.ArrowException) as e:
+            return problems + [Problem(name, f"row group {i} unreadable: {e}")]
+        first_row = sum(pf.metadata.row_group(j).num_rows for j in range(i))
+        problems.extend(_check_rows(name, table, first_row))
+        if len(problems) >= MAX_ROW_PROBLEMS:
+            return problems[:MAX_ROW_PROBLEMS] + [Problem(name, "more problems not shown")]
+    return problems
+
+
+def _check_schema(name: str, schema: pa.Schema) -> list[Problem]:
+    problems = []
+    meta = schema.metadata or {}
+    if meta.get(META_SCHEMA_VERSION) != SCHEMA_VERSION.encode():
+        found = meta.get(META_SCHEMA_VERSION, b"<missing>").decode(errors="replace")
+        problems.append(Problem(name, f"bltdata.schema_version is {found!r}, expected {SCHEMA_VERSION!r}"))
+    for key in (META_PATCHER, META_ENTROPY_MODEL, META_VERSION):
+        if key not in meta:
+            problems.append(Problem(name, f"key-value metadata {key.decode()!r} missing"))
+    expected = shard_schema("entropies" in schema.names)
+    for f in expected:
+        if f.name not in schema.names:
+            problems.append(Problem(name, f"column {f.name!r} missing"))
+        elif not schema.field(f.name).type.equals(f.type):
+            problems.append(Problem(name, f"column {f.name!r} has type {schema.field(f.name).type}, expected {f.type}"))
+    extra = set(schema.names) - set(expected.names)
+    if extra:
+        problems.append(Problem(name, f"unexpected columns {sorted(extra)}"))
+    return problems
+
+
+def _check_rows(name: str, table: pa.Table, first_row: int) -> list[Problem]:
+    """Vectorised per-row invariants of one row group."""
+    t = table.combine_chunks()
+    actual_bytes = pc.binary_length(t.column("bytes")).to_numpy(zero_copy_only=False).astype(np.int64)
+    num_bytes = t.column("num_bytes").to_numpy()
+    lists = t.column("patch_lengths").combine_chunks()
+    list_offsets = lists.offsets.to_numpy().astype(np.int64)
+    values = lists.values.to_numpy().astype(np.int64)
+    cumulative = np.concatenate([[0], np.cumsum(values)])
+    sums = cumulative[list_offsets[1:]] - cumulative[list_offsets[:-1]]
+    min_len = values.min() if len(values) else 1
+    num_patches = t.column("num_patches").to_numpy()
+    bad = (actual_bytes != num_bytes) | (sums != num_bytes) | (np.diff(list_offsets) != num_patches)
+    if min_len < 1:
+        owner = np.searchsorted(list_offsets, np.flatnonzero(values < 1), side="right") - 1
+        bad[owner] = True
+    if "entropies" in t.column_names:
+        ent = t.column("entropies").combine_chunks()
+        n_ent = np.diff(ent.offsets.to_numpy())
+        bad |= ent.is_null().to_numpy(zero_copy_only=False) | (n_ent != num_bytes + 1)
+    return [_row_problem(name, t, first_row, int(i), actual_bytes, num_bytes, sums, list_offsets, num_patches)
+            for i in np.flatnonzero(bad)[:MAX_ROW_PROBLEMS]]
+
+
+def _row_problem(name, t, first_row, i, actual_bytes, num_bytes, sums, list_offsets, num_patches) -> Problem:
+    doc_id = t.column("doc_id")[i].as_py()
+    reasons = []
+    if actual_bytes[i] != num_bytes[i]:
+        reasons.append(f"num_bytes {num_bytes[i]} but the document has {actual_bytes[i]} bytes")
+    if sums[i] != num_bytes[i]:
+        reasons.append(f"patch lengths sum to {sums[i]}, not num_bytes {num_bytes[i]}")
+    if list_offsets[i + 1] - list_offsets[i] != num_patches[i]:
+        reasons.append(f"num_patches {num_patches[i]} but {list_offsets[i + 1] - list_offsets[i]} patch lengths")
+    if not reasons:
+        reasons.append("a patch length < 1, or entropies missing / not num_bytes + 1 values")
+    return Problem(name, "; ".join(reasons), row=first_row + i, doc_id=doc_id)
