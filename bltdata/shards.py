@@ -527,3 +527,26 @@ def _row_problem(name, t, first_row, i, actual_bytes, num_bytes, sums, list_offs
     if not reasons:
         reasons.append("a patch length < 1, or entropies missing / not num_bytes + 1 values")
     return Problem(name, "; ".join(reasons), row=first_row + i, doc_id=doc_id)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summarize(path: str | os.PathLike) -> dict:
+    """Totals of a shard directory (from its manifest) or of one shard file (from its columns)."""
+    p = Path(path)
+    if p.is_dir() or p.name == MANIFEST_NAME:
+        manifest = read_manifest(p)
+        totals = manifest.totals
+        patcher, model, params = manifest.patcher, manifest.entropy_model, manifest.params
+    else:
+        pf = open_shard(p)
+        counts = pf.read(columns=["num_bytes", "num_patches"])
+        meta = read_metadata(p)
+        totals = {"shards": 1, "documents": pf.metadata.num_rows,
+                  "bytes": int(pc.sum(counts.column("num_bytes")).as_py() or 0),
+                  "patches": int(pc.sum(counts.column("num_patches")).as_py() or 0),
+                  "row_groups": pf.num_row_groups, "size": p.stat().st_size, "rejected": None}
+        patcher, model, params = meta.get("patcher"), meta.get("entropy_model"), None
+    mean = totals["bytes"] / totals["patches"] if totals["patches"] else None
+    return {**totals, "mean_patch_bytes": mean, "patcher": patcher, "entropy_model": model, "params": params}

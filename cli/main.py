@@ -1,23 +1,47 @@
-"""Entry point of the `bltdata` command line: the click group and its sub-commands."""
+"""Entry point of the `bltdata` command line: the click group and its sub-commands.
+
+Each command group lives in its own small module under `bltdata.cli`; modules import only
+click and the standard library at the top so that `bltdata --help` stays fast (torch,
+apache_beam, numba and pyarrow are imported inside the commands that need them).
+"""
+import logging
+
 import click
+
 from bltdata import __version__
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bltdata")
-def main():
-    """bltdata: patch byte corpora for BLT.
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int):
+    """bltdata: patch byte corpora for the Byte Latent Transformer (BLT).
+
+    Reads raw corpora as bytes, scores every byte with a small entropy model, cuts the bytes
+    into patches and writes Parquet shards with a manifest; then loads the shards into
+    PyTorch to train a BLT.
 
     \b
-    Example:
-      bltdata demo
+    Examples:
+      bltdata demo                                   # embedded corpus end to end
+      bltdata patch corpus/ -o shards/ --workers 2   # patch your own corpus
+      bltdata verify shards/
     """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
-@main.command()
-def hello():
-    """Say hi.
 
-    \b
-    Example:
-      bltdata hello
-    """
-    print("hi")
+# Command registration: one line per command module (keep sorted by module name).
+
+
+def _register(module_name: str) -> None:
+    """Add every command listed in ``bltdata.cli.<module_name>.COMMANDS`` to the group."""
+    import importlib
+
+    module = importlib.import_module(f"bltdata.cli.{module_name}")
+    for command in module.COMMANDS:
+        main.add_command(command)
+
+
+# One line per command module; each module defines COMMANDS = [click commands/groups].
+_register("verify")

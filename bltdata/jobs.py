@@ -1,0 +1,171 @@
+"""The state of one patching job in its output directory: naming, completion records, resume.
+
+A job turns each input file into one or more shards named after the file, so the shard a
+document lands in depends only on the file it came from and its position there — never on
+the number of workers, the runner or the batch size. When every shard of an input file is in
+place, a small *completion record* is written under `OUT/.bltdata/done/`; a re-run skips
+the files whose record exists (and matches the job's parameters), which is how a killed run
+is finished. The manifest is built last, from the completion records of all inputs.
+
+Layout of an output directory:
+    OUT/<file-key>-00000.parquet ...   shards (file-key: the input's source, made file-safe)
+    OUT/rejected/<file-key>.jsonl      records that could not be read, with their reasons
+    OUT/.bltdata/job.json              the job's parameters (a re-run must match them)
+    OUT/.bltdata/done/<file-key>.json  completion records
+    OUT/.bltdata/progress/...          live counters for the progress display
+    OUT/manifest.json                  written last
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bltdata import shards
+
+STATE_DIR = ".bltdata"
+DONE_DIR = "done"
+PROGRESS_DIR = "progress"
+JOB_FILE = "job.json"
+
+
+class JobMismatch(ValueError):
+    """The output directory holds a job run with other parameters."""
+
+
+def file_key(source: str) -> str:
+    """A file-safe, unique name for an input source (readable prefix + short hash)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source.replace("/", "__")).strip("._") or "input"
+    digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:8]
+    return f"{safe[:80]}-{digest}"
+
+
+def shard_name(key: str, index: int) -> str:
+    return f"{key}-{index:05d}{shards.SHARD_SUFFIX}"
+
+
+@dataclass
+class FileRecord:
+    """What one input file became: its shards and its rejected-record count."""
+
+    source: str
+    key: str
+    shards: list[shards.ShardInfo] = field(default_factory=list)
+    rejected: int = 0
+    documents: int = 0
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "key": self.key, "rejected": self.rejected, "documents": self.documents,
+                "shards": [s.to_dict() for s in self.shards]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FileRecord":
+        return cls(source=d["source"], key=d["key"], rejected=d["rejected"], documents=d["documents"],
+                   shards=[shards.ShardInfo.from_dict(s) for s in d["shards"]])
+
+
+def state_dir(out_dir: str | os.PathLike) -> Path:
+    return Path(out_dir) / STATE_DIR
+
+
+def done_path(out_dir: str | os.PathLike, key: str) -> Path:
+    return state_dir(out_dir) / DONE_DIR / f"{key}.json"
+
+
+def write_done(out_dir: str | os.PathLike, record: FileRecord) -> None:
+    path = done_path(out_dir, record.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shards.write_text_atomic(path, json.dumps(record.to_dict(), sort_keys=True))
+
+
+def read_done(out_dir: str | os.PathLike, key: str) -> FileRecord | None:
+    """The completion record of an input, if its shards are all still in place."""
+    path = done_path(out_dir, key)
+    if not path.exists():
+        return None
+    record = FileRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    for info in record.shards:
+        shard = Path(out_dir) / info.file
+        if not shard.exists() or shard.stat().st_size != info.size:
+            return None
+    return record
+
+
+def prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
+    """Create the output directory, or check that an existing one was made with `params`.
+
+    Resuming with other parameters would mix two kinds of shards in one directory, so it is
+    refused; the error says which parameters differ.
+    """
+    job = state_dir(out_dir) / JOB_FILE
+    if job.exists():
+        previous = json.loads(job.read_text(encoding="utf-8"))
+        if previous != params:
+            changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
+            raise JobMismatch(f"{out_dir} holds a job with other parameters ({', '.join(changed)}); "
+                              f"use another output directory or delete it")
+    else:
+        (state_dir(out_dir) / DONE_DIR).mkdir(parents=True, exist_ok=True)
+        shards.write_text_atomic(job, json.dumps(params, sort_keys=True, indent=1))
+    for stale in (state_dir(out_dir) / PROGRESS_DIR).glob("*.json"):
+        stale.unlink()
+
+
+def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patcher: dict,
+           entropy_model: dict | None) -> shards.Manifest:
+    """Write the manifest from the completion records of every input; remove leftovers.
+
+    Raises if an input has no completion record (its shards are not all written).
+    """
+    records = []
+    for source in sources:
+        record = read_done(out_dir, file_key(source))
+        if record is None:
+            raise RuntimeError(f"{source}: no completion record in {out_dir}; the input was not fully processed")
+        records.append(record)
+    for tmp in Path(out_dir).glob(".*.tmp"):
+        tmp.unlink()
+    all_shards = [s for r in records for s in r.shards]
+    rejected = sum(r.rejected for r in records)
+    return shards.write_manifest(out_dir, params, all_shards, rejected, patcher=patcher, entropy_model=entropy_model)
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+class ProgressFile:
+    """Counters of one input being read, rewritten at most every `interval` seconds.
+
+    The Beam workers may be other processes; the command line polls these files to draw its
+    progress bar. They are advisory: nothing else reads them.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, key: str, interval: float = 1.0):
+        self.path = state_dir(out_dir) / PROGRESS_DIR / f"{key}.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.interval = interval
+        self._last = 0.0
+
+    def update(self, *, documents: int, bytes_: int, raw_bytes: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.interval:
+            self._last = now
+            payload = json.dumps({"documents": documents, "bytes": bytes_, "raw_bytes": raw_bytes})
+            shards.write_text_atomic(self.path, payload)
+
+
+def read_progress(out_dir: str | os.PathLike) -> dict:
+    """Sum of all progress files: documents, bytes, raw_bytes (input bytes consumed)."""
+    totals = {"documents": 0, "bytes": 0, "raw_bytes": 0}
+    for f in (state_dir(out_dir) / PROGRESS_DIR).glob("*.json"):
+        try:
+            counts = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # being replaced right now; the next poll reads it
+        for k in totals:
+            totals[k] += counts.get(k, 0)
+    return totals

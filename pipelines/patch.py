@@ -1,0 +1,474 @@
+"""The patching pipeline (Apache Beam): corpus files → entropies → patches → Parquet shards.
+
+    input files ─► Reshuffle (file metadata only) ─► ReadDocumentBatches ─► RunInference
+        (EntropyModelHandler: batched, exact chunking) ─► PatchBatches ─► WriteShards
+        ─► (all files done) WriteManifest
+
+Each input file is read by one worker, which cuts its documents into `DocBatch`es in file
+order; the batches pass through scoring and patching in the same fused stage and reach the
+shard writer in order, so each file's shards are written while it is streamed, in constant
+memory. Document bytes never cross a fusion break (only file names are reshuffled).
+Output names and contents depend only on the inputs and the options, so runs are
+deterministic and a re-run skips the files already complete (see `bltdata.jobs`).
+
+Run it from the command line with `bltdata patch`, or directly with any Beam runner:
+
+    python -m bltdata.pipelines.patch INPUT... --output OUT [project flags] \\
+        --runner DataflowRunner --project P --region R --temp_location gs://... \\
+        --dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver \\
+        --sdk_container_image=IMAGE
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from bltdata import batching, jobs, readers
+from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
+
+log = logging.getLogger(__name__)
+
+METRICS_NAMESPACE = "bltdata"
+DEFAULT_RUNNER = "FnApiRunner"
+DEFAULT_BATCH_BYTES = 1 << 20
+DEFAULT_SHARD_BYTES = 256 << 20
+DEFAULT_CALIBRATION_BYTES = 2 << 20
+
+
+@dataclass
+class PatchJob:
+    """The project's own options of a patching run (Beam's options travel separately)."""
+
+    inputs: list[str]
+    output: str
+    model: str = "default"
+    mode: str = "entropy"
+    threshold: float | None = None
+    target_patch_size: float | None = None
+    threshold_add: float | None = None
+    max_patch_length: int | None = None
+    patch_size: int = 4
+    store_entropies: bool = False
+    text_field: str = readers.DEFAULT_TEXT_FIELD
+    id_field: str = readers.DEFAULT_ID_FIELD
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    calibration_bytes: int = DEFAULT_CALIBRATION_BYTES
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.threshold is not None and self.target_patch_size is not None:
+            raise ValueError("give --threshold or --target-patch-size, not both")
+        if self.target_patch_size is not None and self.mode not in ("entropy", "monotonic"):
+            raise ValueError(f"--target-patch-size calibrates θ of the entropy/monotonic modes, not {self.mode!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.batch_bytes < 1 or self.shard_bytes < 1:
+            raise ValueError("--batch-bytes and --shard-bytes must be positive")
+
+    @property
+    def needs_model(self) -> bool:
+        return self.mode in ("entropy", "monotonic") or self.store_entropies
+
+    def patcher(self, threshold: float | None) -> PatcherConfig:
+        theta = threshold if threshold is not None else DEFAULT_THRESHOLD
+        return PatcherConfig(mode=self.mode, threshold=theta, threshold_add=self.threshold_add,
+                             max_patch_length=self.max_patch_length, patch_size=self.patch_size)
+
+
+@dataclass
+class PreparedJob:
+    """A job with everything resolved before the graph is built: files, θ, model identity."""
+
+    job: PatchJob
+    files: list[readers.InputFile]
+    pending: list[readers.InputFile]
+    patcher: PatcherConfig
+    entropy_model: dict | None
+    params: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- DoFns
+
+
+class _CountingReader(io.RawIOBase):
+    """A raw file wrapper that counts the bytes read (for the progress display)."""
+
+    def __init__(self, raw):
+        self.raw, self.count = raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = self.raw.readinto(buffer)
+        self.count += n or 0
+        return n
+
+
+class ReadDocumentBatches(beam.DoFn):
+    """One input file → its `DocBatch`es in file order; rejects go to `rejected/<key>.jsonl`."""
+
+    def __init__(self, job: PatchJob):
+        self.job = job
+        self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
+        self.bytes = Metrics.counter(METRICS_NAMESPACE, "bytes")
+        self.rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
+        self.read_ms = Metrics.counter(METRICS_NAMESPACE, "read_ms")
+
+    def process(self, input_file: readers.InputFile) -> Iterable[batching.DocBatch]:
+        key = jobs.file_key(input_file.source)
+        progress = jobs.ProgressFile(self.job.output, key)
+        rejects: list[dict] = []
+        counts = {"documents": 0, "bytes": 0}
+        with _open_input(input_file, text_field=self.job.text_field, id_field=self.job.id_field) as (records, counter):
+            documents = self._documents(records, rejects, counts, progress, counter)
+            started = time.perf_counter()
+            for batch in batching.iter_doc_batches(documents, source=input_file.source,
+                                                   batch_bytes=self.job.batch_bytes, shard_bytes=self.job.shard_bytes):
+                self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
+                if batch.last_in_file:
+                    batch.rejected = _write_rejects(self.job.output, key, rejects)
+                    self.rejected.inc(batch.rejected)
+                yield batch
+                started = time.perf_counter()
+        progress.update(documents=counts["documents"], bytes_=counts["bytes"],
+                        raw_bytes=os.path.getsize(input_file.path), force=True)
+
+    def _documents(self, records, rejects, counts, progress, counter):
+        for record in records:
+            if isinstance(record, readers.Reject):
+                rejects.append(record.to_json())
+                continue
+            counts["documents"] += 1
+            counts["bytes"] += len(record.data)
+            self.documents.inc()
+            self.bytes.inc(len(record.data))
+            progress.update(documents=counts["documents"], bytes_=counts["bytes"], raw_bytes=counter())
+            yield record
+
+
+class _open_input:
+    """Context manager: (records iterator, raw-bytes-read function) for one input file."""
+
+    def __init__(self, input_file: readers.InputFile, **fields):
+        self.input_file, self.fields, self.handle = input_file, fields, None
+
+    def __enter__(self):
+        f = self.input_file
+        if f.format == "parquet":
+            return readers.read_input(f, **self.fields), lambda: 0
+        self.handle = _CountingReader(open(f.path, "rb", buffering=0))
+        stream = io.BufferedReader(self.handle, buffer_size=1 << 20)
+        return readers.read_records(stream, f.source, f.format, **self.fields), lambda: self.handle.count
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            self.handle.raw.close()
+
+
+def _write_rejects(out_dir: str, key: str, rejects: list[dict]) -> int:
+    from bltdata import shards
+
+    stale = os.path.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl")
+    if not rejects and os.path.exists(stale):
+        os.remove(stale)  # left by an earlier, interrupted attempt
+    return shards.write_rejects(out_dir, key, rejects)
+
+
+class EntropyModelHandler(ModelHandler):
+    """RunInference handler: a `DocBatch` in, the same batch with its entropies out.
+
+    Each element is already a byte-budgeted batch of documents, so Beam's own batching is
+    fixed at one element per call (stable memory, no empty batches); the engine buckets the
+    documents by length, pads, and splits long ones into exact chunks.
+    """
+
+    def __init__(self, model: str, *, device: str, batch_bytes: int):
+        super().__init__()
+        self.model, self.device, self.batch_bytes = model, device, batch_bytes
+
+    def load_model(self):
+        from bltdata.entropy.checkpoint import load_checkpoint
+        from bltdata.entropy.engine import EntropyEngine
+
+        device = resolve_device(self.device)
+        model = load_checkpoint(self.model, device=device)
+        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes)
+
+    def run_inference(self, batch: Sequence[batching.DocBatch], model, inference_args=None):
+        for doc_batch in batch:
+            doc_batch.entropies = model.score(doc_batch.data) if doc_batch.data else []
+        return list(batch)
+
+    def get_num_bytes(self, batch: Sequence[batching.DocBatch]) -> int:
+        return sum(b.num_bytes for b in batch)
+
+    def batch_elements_kwargs(self):
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+    def get_metrics_namespace(self) -> str:
+        return "bltdata_inference"
+
+
+def resolve_device(device: str) -> str:
+    """`auto` → cuda when usable, else cpu; `cuda` fails loudly when CUDA is not usable."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available on this worker")
+    return device
+
+
+class PatchBatches(beam.DoFn):
+    def __init__(self, patcher: PatcherConfig):
+        self.patcher = patcher
+        self.patches = Metrics.counter(METRICS_NAMESPACE, "patches")
+        self.patch_ms = Metrics.counter(METRICS_NAMESPACE, "patch_ms")
+
+    def process(self, batch: batching.DocBatch):
+        started = time.perf_counter()
+        batching.patch_doc_batch(batch, self.patcher)
+        self.patch_ms.inc(int(1000 * (time.perf_counter() - started)))
+        self.patches.inc(sum(len(p) for p in batch.patch_lengths))
+        yield batch
+
+
+class WriteShards(beam.DoFn):
+    """Writes batches into shards (in file order) and yields each finished file's record."""
+
+    def __init__(self, prepared: PreparedJob):
+        self.out_dir = prepared.job.output
+        self.options = dict(patcher=prepared.patcher.to_dict(), entropy_model=prepared.entropy_model,
+                            store_entropies=prepared.job.store_entropies)
+        self.shards = Metrics.counter(METRICS_NAMESPACE, "shards")
+        self.files = Metrics.counter(METRICS_NAMESPACE, "files")
+        self.write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
+
+    def start_bundle(self):
+        self.sink = batching.ShardSink(self.out_dir, **self.options)
+
+    def process(self, batch: batching.DocBatch):
+        started = time.perf_counter()
+        record = self.sink.consume(batch)
+        self.write_ms.inc(int(1000 * (time.perf_counter() - started)))
+        if record is not None:
+            self.files.inc()
+            self.shards.inc(len(record.shards))
+            yield record.source
+
+    def finish_bundle(self):
+        unfinished = self.sink.unfinished()
+        if unfinished:
+            self.sink.abort()
+            raise RuntimeError(f"the batches of {unfinished} did not all reach the shard writer in one bundle; "
+                               f"this runner splits fused stages, which the writer does not support")
+
+
+class WriteManifest(beam.DoFn):
+    def __init__(self, prepared: PreparedJob):
+        self.out_dir = prepared.job.output
+        self.sources = [f.source for f in prepared.files]
+        self.params = prepared.params
+        self.patcher = prepared.patcher.to_dict()
+        self.entropy_model = prepared.entropy_model
+
+    def process(self, finished_sources: list[str]):
+        manifest = jobs.finish(self.out_dir, self.sources, self.params, patcher=self.patcher,
+                               entropy_model=self.entropy_model)
+        yield manifest.totals
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+class PatchCorpus(beam.PTransform):
+    """Input files → shards; the output is a PCollection holding the manifest's totals."""
+
+    def __init__(self, prepared: PreparedJob):
+        super().__init__()
+        self.prepared = prepared
+
+    def expand(self, files):
+        job = self.prepared.job
+        batches = (files
+                   | "SpreadFiles" >> beam.Reshuffle()
+                   | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
+        if job.needs_model:
+            handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes)
+            batches = batches | "ScoreEntropies" >> RunInference(handler)
+        finished = (batches
+                    | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
+                    | "WriteShards" >> beam.ParDo(WriteShards(self.prepared)))
+        return (finished
+                | "AllFilesDone" >> beam.combiners.ToList()
+                | "WriteManifest" >> beam.ParDo(WriteManifest(self.prepared)))
+
+
+def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
+    files = pipeline | "InputFiles" >> beam.Create(prepared.pending, reshuffle=False)
+    return files | "PatchCorpus" >> PatchCorpus(prepared)
+
+
+# ----------------------------------------------------------------------------- preparing and running
+
+
+def prepare(job: PatchJob) -> PreparedJob:
+    """List inputs, identify the model, choose θ, and check/create the output directory."""
+    files = readers.list_inputs(job.inputs)
+    entropy_model = None
+    threshold = job.threshold
+    if job.needs_model:
+        from bltdata.entropy.checkpoint import checkpoint_metadata
+
+        entropy_model = checkpoint_metadata(job.model)
+    if job.target_patch_size is not None:
+        threshold = calibrate(job, files)
+    patcher = job.patcher(threshold)
+    params = job_params(job, files, patcher, entropy_model)
+    os.makedirs(job.output, exist_ok=True)
+    jobs.prepare_output(job.output, params)
+    pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
+    return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
+                       params=params)
+
+
+def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:
+    """What the manifest records about the run: everything that shapes the shards' contents.
+
+    Batch size, device and worker count are left out: they must not change the output.
+    """
+    return {
+        "sources": [f.source for f in files],
+        "patcher": patcher.to_dict(),
+        "target_patch_size": job.target_patch_size,
+        "entropy_model": entropy_model,
+        "store_entropies": job.store_entropies,
+        "text_field": job.text_field,
+        "id_field": job.id_field,
+        "shard_bytes": job.shard_bytes,
+    }
+
+
+def calibrate(job: PatchJob, files: list[readers.InputFile]) -> float:
+    """θ giving mean patch length ≈ target, from the first `calibration_bytes` of the corpus."""
+    import numpy as np
+
+    from bltdata.entropy.checkpoint import load_checkpoint
+    from bltdata.entropy.engine import EntropyEngine
+    from bltdata.patching import calibrate_threshold
+
+    sample = _sample_documents(files, job)
+    device = resolve_device(job.device)
+    engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes)
+    entropies = engine.score(sample)
+    offsets = np.zeros(len(sample) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in sample], out=offsets[1:])
+    flat = np.concatenate([h[: len(d)] for h, d in zip(entropies, sample)])
+    theta = calibrate_threshold(flat, offsets, job.target_patch_size, job.patcher(None))
+    log.info("calibrated threshold %.6f for a mean patch of %.2f bytes on %d bytes", theta,
+             job.target_patch_size, int(offsets[-1]))
+    return theta
+
+
+def _sample_documents(files, job: PatchJob) -> list[bytes]:
+    sample, total = [], 0
+    for f in files:
+        for record in readers.read_input(f, text_field=job.text_field, id_field=job.id_field):
+            if isinstance(record, readers.Document) and record.data:
+                sample.append(record.data)
+                total += len(record.data)
+                if total >= job.calibration_bytes:
+                    return sample
+    if not sample:
+        raise ValueError("no documents to calibrate the threshold on")
+    return sample
+
+
+def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None) -> PipelineOptions:
+    """Beam options with the project's defaults: FnApiRunner, multi-processing for --workers."""
+    args = list(beam_args)
+    if not any(a.startswith("--runner") for a in args):
+        args.append(f"--runner={runner or DEFAULT_RUNNER}")
+    runner_name = next(a.split("=", 1)[1] for a in args if a.startswith("--runner="))
+    if runner_name in ("FnApiRunner", "DirectRunner") and workers > 1:
+        args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+    return PipelineOptions(args, save_main_session=False)
+
+
+def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, runner: str | None = None,
+            prepared: PreparedJob | None = None):
+    """Prepare and run a patching job to completion; returns (PipelineResult, PreparedJob)."""
+    prepared = prepared or prepare(job)
+    options = beam_options(beam_args, workers=workers, runner=runner)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, prepared)
+    result = pipeline.run()
+    result.wait_until_finish()
+    return result, prepared
+
+
+def metric_totals(result) -> dict[str, int]:
+    """The job's Beam counters (documents, bytes, patches, rejected, ...), by name."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    totals: dict[str, int] = {}
+    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    for counter in query["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return totals
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
+    """Split the project's flags from Beam's (everything unknown goes to PipelineOptions)."""
+    parser = argparse.ArgumentParser(prog="python -m bltdata.pipelines.patch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+")
+    parser.add_argument("--output", "-o", required=True)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--mode", default="entropy", choices=MODES)
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--target-patch-size", type=float)
+    parser.add_argument("--threshold-add", type=float)
+    parser.add_argument("--max-patch-length", type=int)
+    parser.add_argument("--patch-size", type=int, default=4)
+    parser.add_argument("--store-entropies", action="store_true")
+    parser.add_argument("--text-field", default=readers.DEFAULT_TEXT_FIELD)
+    parser.add_argument("--id-field", default=readers.DEFAULT_ID_FIELD)
+    parser.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES)
+    parser.add_argument("--shard-bytes", type=int, default=DEFAULT_SHARD_BYTES)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--workers", type=int, default=1)
+    known, beam_args = parser.parse_known_args(argv)
+    workers = known.workers
+    fields = {f.name for f in dataclasses.fields(PatchJob)}
+    job = PatchJob(**{k: v for k, v in vars(known).items() if k in fields})
+    return job, beam_args, workers
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
+    job, beam_args, workers = parse_args(argv)
+    result, _ = run_job(job, beam_args, workers=workers)
+    return metric_totals(result)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    print(run())
