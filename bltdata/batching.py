@@ -76,6 +76,17 @@ def iter_doc_batches(documents: Iterable[Document], *, source: str, batch_bytes:
     yield current
 
 
+def stored_precision(entropies: np.ndarray) -> np.ndarray:
+    """Entropies rounded to float16 (as shards store them), back in float32.
+
+    The pipeline patches on these rounded values, so patching the entropies stored in a
+    shard (`bltdata repatch`) reproduces its boundaries exactly; it also makes it rare that
+    floating-point noise (batch composition, device) moves a boundary: only a value that
+    straddles a float16 rounding edge can change.
+    """
+    return np.asarray(entropies, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
 def patch_doc_batch(batch: DocBatch, config: PatcherConfig) -> DocBatch:
     """Fill `batch.patch_lengths` with one vectorised patcher call over all its documents."""
     lengths = np.fromiter((len(d) for d in batch.data), dtype=np.int64, count=len(batch.data))
@@ -86,7 +97,7 @@ def patch_doc_batch(batch: DocBatch, config: PatcherConfig) -> DocBatch:
     if config.needs_entropies:
         if batch.entropies is None:
             raise ValueError(f"{batch.source}: mode {config.mode!r} needs entropies but the batch was not scored")
-        entropies = np.concatenate([h[: len(d)] for h, d in zip(batch.entropies, batch.data)]) \
+        entropies = np.concatenate([stored_precision(h[: len(d)]) for h, d in zip(batch.entropies, batch.data)]) \
             if batch.data else np.zeros(0, np.float32)
     flat, patch_offsets = patch_batch(config, offsets, entropies=entropies, data=data)
     batch.patch_lengths = [flat[patch_offsets[i]: patch_offsets[i + 1]] for i in range(len(batch.data))]

@@ -45,3 +45,5 @@ def _register(module_name: str) -> None:
 
 # One line per command module; each module defines COMMANDS = [click commands/groups].
 _register("verify")
+_register("patch")
+_register("entropy")

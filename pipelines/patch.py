@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "bltdata"
 DEFAULT_RUNNER = "FnApiRunner"
-DEFAULT_BATCH_BYTES = 1 << 20
+DEFAULT_BATCH_BYTES = 1 << 16
+WORK_UNIT_BYTES = 1 << 20  # document bytes per DocBatch (one RunInference element)
 DEFAULT_SHARD_BYTES = 256 << 20
 DEFAULT_CALIBRATION_BYTES = 2 << 20
 
@@ -138,7 +139,8 @@ class ReadDocumentBatches(beam.DoFn):
             documents = self._documents(records, rejects, counts, progress, counter)
             started = time.perf_counter()
             for batch in batching.iter_doc_batches(documents, source=input_file.source,
-                                                   batch_bytes=self.job.batch_bytes, shard_bytes=self.job.shard_bytes):
+                                                   batch_bytes=max(self.job.batch_bytes, WORK_UNIT_BYTES),
+                                                   shard_bytes=self.job.shard_bytes):
                 self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
                 if batch.last_in_file:
                     batch.rejected = _write_rejects(self.job.output, key, rejects)
