@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from bltdata import jobs, shards
+from bltdata import fs, jobs, shards
 from bltdata.patching import PatcherConfig, patch_batch
 from bltdata.readers import Document
 
@@ -114,7 +114,7 @@ class ShardSink:
 
     def __init__(self, out_dir: str | Path, *, patcher: dict, entropy_model: dict | None,
                  store_entropies: bool, row_group_bytes: int = shards.DEFAULT_ROW_GROUP_BYTES):
-        self.out_dir = Path(out_dir)
+        self.out_dir = str(out_dir)
         self.writer_options = dict(patcher=patcher, entropy_model=entropy_model, store_entropies=store_entropies,
                                    row_group_bytes=row_group_bytes)
         self._files: dict[str, _OpenFile] = {}
@@ -129,7 +129,7 @@ class ShardSink:
 
     def _write(self, state: "_OpenFile", batch: DocBatch) -> jobs.FileRecord | None:
         if state.writer is None and batch.data:
-            path = self.out_dir / jobs.shard_name(batch.key, batch.shard_index)
+            path = fs.join(self.out_dir, jobs.shard_name(batch.key, batch.shard_index))
             state.writer = shards.ShardWriter(path, **self.writer_options)
         store = self.writer_options["store_entropies"]
         for i, (doc_id, data) in enumerate(zip(batch.doc_ids, batch.data)):

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bltdata import shards
+from bltdata import fs, shards
 
 STATE_DIR = ".bltdata"
 DONE_DIR = "done"
@@ -68,29 +68,28 @@ class FileRecord:
                    shards=[shards.ShardInfo.from_dict(s) for s in d["shards"]])
 
 
-def state_dir(out_dir: str | os.PathLike) -> Path:
-    return Path(out_dir) / STATE_DIR
+def state_dir(out_dir: str | os.PathLike) -> str:
+    return fs.join(out_dir, STATE_DIR)
 
 
-def done_path(out_dir: str | os.PathLike, key: str) -> Path:
-    return state_dir(out_dir) / DONE_DIR / f"{key}.json"
+def done_path(out_dir: str | os.PathLike, key: str) -> str:
+    return fs.join(state_dir(out_dir), DONE_DIR, f"{key}.json")
 
 
 def write_done(out_dir: str | os.PathLike, record: FileRecord) -> None:
-    path = done_path(out_dir, record.key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shards.write_text_atomic(path, json.dumps(record.to_dict(), sort_keys=True))
+    fs.makedirs(fs.join(state_dir(out_dir), DONE_DIR))
+    fs.write_text_atomic(done_path(out_dir, record.key), json.dumps(record.to_dict(), sort_keys=True))
 
 
 def read_done(out_dir: str | os.PathLike, key: str) -> FileRecord | None:
     """The completion record of an input, if its shards are all still in place."""
     path = done_path(out_dir, key)
-    if not path.exists():
+    if not fs.exists(path):
         return None
-    record = FileRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    record = FileRecord.from_dict(json.loads(fs.read_text(path)))
     for info in record.shards:
-        shard = Path(out_dir) / info.file
-        if not shard.exists() or shard.stat().st_size != info.size:
+        shard = fs.join(out_dir, info.file)
+        if not fs.exists(shard) or fs.size(shard) != info.size:
             return None
     return record
 
@@ -101,18 +100,19 @@ def prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
     Resuming with other parameters would mix two kinds of shards in one directory, so it is
     refused; the error says which parameters differ.
     """
-    job = state_dir(out_dir) / JOB_FILE
-    if job.exists():
-        previous = json.loads(job.read_text(encoding="utf-8"))
+    job = fs.join(state_dir(out_dir), JOB_FILE)
+    if fs.exists(job):
+        previous = json.loads(fs.read_text(job))
         if previous != params:
             changed = sorted(k for k in set(previous) | set(params) if previous.get(k) != params.get(k))
             raise JobMismatch(f"{out_dir} holds a job with other parameters ({', '.join(changed)}); "
                               f"use another output directory or delete it")
     else:
-        (state_dir(out_dir) / DONE_DIR).mkdir(parents=True, exist_ok=True)
-        shards.write_text_atomic(job, json.dumps(params, sort_keys=True, indent=1))
-    for stale in (state_dir(out_dir) / PROGRESS_DIR).glob("*.json"):
-        stale.unlink()
+        fs.makedirs(fs.join(state_dir(out_dir), DONE_DIR))
+        fs.write_text_atomic(job, json.dumps(params, sort_keys=True, indent=1))
+    if not fs.is_remote(out_dir):
+        for stale in Path(state_dir(out_dir), PROGRESS_DIR).glob("*.json"):
+            stale.unlink()
 
 
 def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patcher: dict,
@@ -127,8 +127,8 @@ def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patc
         if record is None:
             raise RuntimeError(f"{source}: no completion record in {out_dir}; the input was not fully processed")
         records.append(record)
-    for tmp in Path(out_dir).glob(".*.tmp"):
-        tmp.unlink()
+    for tmp in fs.glob(str(out_dir), ".*.tmp"):
+        fs.remove(tmp)
     all_shards = [s for r in records for s in r.shards]
     rejected = sum(r.rejected for r in records)
     return shards.write_manifest(out_dir, params, all_shards, rejected, patcher=patcher, entropy_model=entropy_model)
@@ -145,14 +145,16 @@ class ProgressFile:
     """
 
     def __init__(self, out_dir: str | os.PathLike, key: str, interval: float = 1.0):
-        self.path = state_dir(out_dir) / PROGRESS_DIR / f"{key}.json"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.enabled = not fs.is_remote(out_dir)  # only a local run draws progress from files
+        self.path = Path(state_dir(out_dir), PROGRESS_DIR, f"{key}.json")
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.interval = interval
         self._last = 0.0
 
     def update(self, *, documents: int, bytes_: int, raw_bytes: int, force: bool = False) -> None:
         now = time.monotonic()
-        if force or now - self._last >= self.interval:
+        if self.enabled and (force or now - self._last >= self.interval):
             self._last = now
             payload = json.dumps({"documents": documents, "bytes": bytes_, "raw_bytes": raw_bytes})
             shards.write_text_atomic(self.path, payload)
@@ -161,7 +163,7 @@ class ProgressFile:
 def read_progress(out_dir: str | os.PathLike) -> dict:
     """Sum of all progress files: documents, bytes, raw_bytes (input bytes consumed)."""
     totals = {"documents": 0, "bytes": 0, "raw_bytes": 0}
-    for f in (state_dir(out_dir) / PROGRESS_DIR).glob("*.json"):
+    for f in Path(state_dir(out_dir), PROGRESS_DIR).glob("*.json"):
         try:
             counts = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):

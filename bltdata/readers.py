@@ -33,6 +33,8 @@ from typing import BinaryIO, Iterator, Sequence, Union
 
 import zstandard
 
+from bltdata import fs
+
 log = logging.getLogger(__name__)
 
 FORMATS = ("jsonl", "jsonl.zst", "jsonl.gz", "txt", "parquet")
@@ -131,6 +133,8 @@ def list_inputs(inputs: Sequence[str]) -> list[InputFile]:
 
 
 def _expand(spec: str) -> list[InputFile]:
+    if fs.is_remote(spec):
+        return _expand_remote(spec)
     if _GLOB_MAGIC.search(spec):
         return _expand_glob(spec)
     path = Path(spec)
@@ -145,6 +149,26 @@ def _expand(spec: str) -> list[InputFile]:
             raise ValueError(f"input {spec!r} has an unsupported suffix ({_suffix_list()})")
         return [InputFile(os.path.abspath(spec), path.name, fmt)]
     raise ValueError(f"input {spec!r} does not exist")
+
+
+def _expand_remote(spec: str) -> list[InputFile]:
+    """gs://... (or any Beam filesystem): a file, a 'directory/' (recursive) or a glob."""
+    if spec.endswith("/"):
+        root = spec.rstrip("/")
+    elif _GLOB_MAGIC.search(spec):
+        root = spec[: _GLOB_MAGIC.search(spec).start()].rsplit("/", 1)[0]
+    else:
+        root = spec.rsplit("/", 1)[0]
+    files = []
+    for path, _ in fs.match(spec):
+        fmt = detect_format(path)
+        if fmt is None:
+            log.info("skipping %s: unsupported suffix", path)
+            continue
+        files.append(InputFile(path, path[len(root) + 1:], fmt))
+    if not files:
+        raise ValueError(f"input {spec!r} matched no input files ({_suffix_list()})")
+    return files
 
 
 def _expand_glob(pattern: str) -> list[InputFile]:
@@ -205,11 +229,12 @@ def read_input(f: InputFile, **kw) -> Iterator[Record]:
 
 
 def _read_input(f: InputFile, **kw) -> Iterator[Record]:
-    if f.format == "parquet":  # a path lets pyarrow use its native (faster) file reader
+    remote = fs.is_remote(f.path)
+    if f.format == "parquet" and not remote:  # a path lets pyarrow use its native (faster) file reader
         yield from _read_parquet(f.path, f.source, **kw)
         return
     try:
-        fileobj = open(f.path, "rb")
+        fileobj = fs.open_read(f.path) if remote else open(f.path, "rb")
     except OSError as exc:
         yield Reject(f.source, 0, f"cannot open {f.path}: {exc.strerror or exc}")
         return

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bltdata import __version__
+from bltdata import __version__, fs
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def temporary_path(final: Path) -> Path:
-    """Where a file is written before it is renamed to `final` (same dir, hidden name)."""
+    """Where a local file is written before it is renamed to `final` (same dir, hidden name)."""
     return final.with_name(f".{final.name}.tmp")
 
 
@@ -120,11 +120,18 @@ class ShardWriter:
 
     def __init__(self, path: str | os.PathLike, *, patcher: dict, entropy_model: dict | None = None,
                  store_entropies: bool = False, row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES):
-        self.path = Path(path)
+        self.path = str(path)
         self.store_entropies = store_entropies
         self.row_group_bytes = row_group_bytes
         self.schema = shard_schema(store_entropies, shard_metadata(patcher, entropy_model))
-        self._tmp = temporary_path(self.path)
+        if fs.is_remote(self.path):  # written locally, uploaded on close
+            import tempfile
+
+            handle, tmp = tempfile.mkstemp(suffix=SHARD_SUFFIX, prefix="bltdata-")
+            os.close(handle)
+            self._tmp = Path(tmp)
+        else:
+            self._tmp = temporary_path(Path(self.path))
         self._writer = pq.ParquetWriter(
             self._tmp, self.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
             write_page_checksum=True, write_statistics=["num_bytes", "num_patches"],
@@ -173,9 +180,9 @@ class ShardWriter:
         self._writer.close()
         size = self._tmp.stat().st_size
         digest = sha256_file(self._tmp)
-        os.replace(self._tmp, self.path)
+        fs.publish(str(self._tmp), self.path)
         return ShardInfo(
-            file=self.path.name, rows=self._rows, bytes=self._bytes, patches=self._patches,
+            file=fs.basename(self.path), rows=self._rows, bytes=self._bytes, patches=self._patches,
             row_groups=len(self._row_group_rows), size=size, sha256=digest,
             row_group_rows=self._row_group_rows, row_group_bytes=self._row_group_bytes,
         )
@@ -283,16 +290,15 @@ def write_manifest(out_dir: str | os.PathLike, params: dict, shards: list[ShardI
         "fingerprint": manifest.fingerprint,
         "shards": [s.to_dict() for s in shards],
     }
-    path = Path(out_dir) / MANIFEST_NAME
-    write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    manifest.path = path
+    path = fs.join(out_dir, MANIFEST_NAME)
+    fs.write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    manifest.path = None if fs.is_remote(path) else Path(path)
     return manifest
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = temporary_path(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file under a temporary name, then rename it (local or remote)."""
+    fs.write_text_atomic(str(path), text)
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
@@ -302,12 +308,14 @@ def manifest_path(path: str | os.PathLike) -> Path:
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read a shard directory's manifest; errors name the file and what is wrong."""
-    mpath = manifest_path(path)
+    """Read a shard directory's manifest (local or remote); errors name the file and what is wrong."""
+    remote = fs.is_remote(path)
+    mpath = (str(path) if str(path).endswith(MANIFEST_NAME) else fs.join(path, MANIFEST_NAME)) if remote \
+        else manifest_path(path)
     try:
-        doc = json.loads(mpath.read_text(encoding="utf-8"))
+        doc = json.loads(fs.read_text(str(mpath)) if remote else Path(mpath).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{mpath}: no manifest (is {mpath.parent} a bltdata shard directory?)") from None
+        raise FileNotFoundError(f"{mpath}: no manifest (is {Path(mpath).parent} a bltdata shard directory?)") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{mpath}: manifest is not valid JSON: {e}") from None
     if doc.get("format") != "bltdata.manifest" or doc.get("format_version") != MANIFEST_FORMAT_VERSION:
@@ -315,7 +323,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     shards = [ShardInfo.from_dict(s) for s in doc["shards"]]
     return Manifest(params=doc.get("params", {}), shards=shards, rejected=int(doc["totals"]["rejected"]),
                     patcher=doc.get("patcher"), entropy_model=doc.get("entropy_model"),
-                    fingerprint=doc["fingerprint"], path=mpath)
+                    fingerprint=doc["fingerprint"], path=None if remote else Path(mpath))
 
 
 def write_rejects(out_dir: str | os.PathLike, name: str, rejects: Iterable[dict]) -> int:
@@ -323,9 +331,9 @@ def write_rejects(out_dir: str | os.PathLike, name: str, rejects: Iterable[dict]
     lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rejects]
     if not lines:
         return 0
-    directory = Path(out_dir) / REJECTED_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(directory / f"{name}.jsonl", "\n".join(lines) + "\n")
+    directory = fs.join(out_dir, REJECTED_DIR)
+    fs.makedirs(directory)
+    fs.write_text_atomic(fs.join(directory, f"{name}.jsonl"), "\n".join(lines) + "\n")
     return len(lines)
 
 

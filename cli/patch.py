@@ -73,10 +73,10 @@ def patch(arguments, output, workers, runner, progress, **options):
 
 def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress):
     """Run the job in a thread while this one draws progress from the workers' counters."""
-    from bltdata import jobs
+    from bltdata import fs, jobs
 
-    show = sys.stderr.isatty() if progress is None else progress
-    total = sum(os.path.getsize(f.path) for f in prepared.pending)
+    show = (sys.stderr.isatty() if progress is None else progress) and not fs.is_remote(prepared.job.output)
+    total = sum(fs.size(f.path) for f in prepared.pending)
     outcome = {}
 
     def target():

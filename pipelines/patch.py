@@ -34,7 +34,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from bltdata import batching, jobs, readers
+from bltdata import batching, fs, jobs, readers
 from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class ReadDocumentBatches(beam.DoFn):
                 yield batch
                 started = time.perf_counter()
         progress.update(documents=counts["documents"], bytes_=counts["bytes"],
-                        raw_bytes=os.path.getsize(input_file.path), force=True)
+                        raw_bytes=fs.size(input_file.path), force=True)
 
     def _documents(self, records, rejects, counts, progress, counter):
         for record in records:
@@ -171,7 +171,7 @@ class _open_input:
 
     def __enter__(self):
         f = self.input_file
-        if f.format == "parquet":
+        if f.format == "parquet" or fs.is_remote(f.path):
             return readers.read_input(f, **self.fields), lambda: 0
         self.handle = _CountingReader(open(f.path, "rb", buffering=0))
         stream = io.BufferedReader(self.handle, buffer_size=1 << 20)
@@ -185,9 +185,8 @@ class _open_input:
 def _write_rejects(out_dir: str, key: str, rejects: list[dict]) -> int:
     from bltdata import shards
 
-    stale = os.path.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl")
-    if not rejects and os.path.exists(stale):
-        os.remove(stale)  # left by an earlier, interrupted attempt
+    if not rejects:  # a file left by an earlier, interrupted attempt
+        fs.remove(fs.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl"))
     return shards.write_rejects(out_dir, key, rejects)
 
 
@@ -343,7 +342,7 @@ def prepare(job: PatchJob) -> PreparedJob:
         threshold = calibrate(job, files)
     patcher = job.patcher(threshold)
     params = job_params(job, files, patcher, entropy_model)
-    os.makedirs(job.output, exist_ok=True)
+    fs.makedirs(job.output)
     jobs.prepare_output(job.output, params)
     pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
