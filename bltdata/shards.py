@@ -141,6 +141,7 @@ class ShardWriter:
         self._rows = self._bytes = self._patches = 0
         self._row_group_rows: list[int] = []
         self._row_group_bytes: list[int] = []
+        self.info: ShardInfo | None = None  # set by close()
 
     def add(self, doc_id: str, source: str, data: bytes, patch_lengths, entropies=None) -> None:
         lengths = np.asarray(patch_lengths, dtype=np.int32)
@@ -199,7 +200,7 @@ class ShardWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            self.info = self.close()
         else:
             self.abort()
 

@@ -47,3 +47,4 @@ def _register(module_name: str) -> None:
 _register("verify")
 _register("patch")
 _register("entropy")
+_register("tools")
