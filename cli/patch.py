@@ -175,13 +175,9 @@ def _show_one_document(shard_dir):
         return
     row = rows[len(rows) // 2]
     click.echo(f"\ndocument {row['doc_id']} ({len(row['bytes'])} bytes, {len(row['patch_lengths'])} patches):\n")
-    click.echo(render_patches(row["bytes"], row["patch_lengths"], color=sys.stdout.isatty()))
+    from bltdata.inspect.render import render
 
-
-def render_patches(data: bytes, patch_lengths, *, color: bool) -> str:
-    from bltdata.inspect.render import render_patches as render
-
-    return render(data, patch_lengths, color=color)
+    click.echo(render(row["bytes"], row["patch_lengths"], color=sys.stdout.isatty()))
 
 
 COMMANDS = [patch, demo]

@@ -403,11 +403,14 @@ def _sample_documents(files, job: PatchJob) -> list[bytes]:
 
 def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None) -> PipelineOptions:
     """Beam options with the project's defaults: FnApiRunner, multi-processing for --workers."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
     args = list(beam_args)
-    if not any(a.startswith("--runner") for a in args):
-        args.append(f"--runner={runner or DEFAULT_RUNNER}")
-    runner_name = next(a.split("=", 1)[1] for a in args if a.startswith("--runner="))
-    if runner_name in ("FnApiRunner", "DirectRunner") and workers > 1:
+    chosen = PipelineOptions(args).view_as(StandardOptions).runner
+    if chosen is None:
+        chosen = runner or DEFAULT_RUNNER
+        args.append(f"--runner={chosen}")
+    if chosen in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner") and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     return PipelineOptions(args, save_main_session=False)
 

@@ -212,15 +212,16 @@ def test_target_patch_size_calibrates_the_threshold(corpus, tiny_model, tmp_path
 def test_dataflow_options_build_the_graph_offline(corpus, tmp_path):
     """DataflowRunner's options parse and the graph converts to a runner API proto; nothing is submitted."""
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, WorkerOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
 
     job, beam_args, workers = pipeline.parse_args([
-        str(corpus), "--output", str(tmp_path / "df"), "--mode", "space", "--runner=DataflowRunner",
+        str(corpus), "--output", str(tmp_path / "df"), "--mode", "space", "--runner", "DataflowRunner",
         "--project=my-project", "--region=us-central1", "--temp_location=gs://bucket/tmp",
         "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
         "--sdk_container_image=us-docker.pkg.dev/p/r/bltdata:latest", "--machine_type=g2-standard-8",
     ])
     options = pipeline.beam_options(beam_args, workers=workers)
+    assert options.view_as(StandardOptions).runner == "DataflowRunner"
     assert options.view_as(GoogleCloudOptions).project == "my-project"
     assert options.view_as(WorkerOptions).sdk_container_image.endswith("bltdata:latest")
     assert options.view_as(GoogleCloudOptions).dataflow_service_options == [
