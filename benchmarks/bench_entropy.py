@@ -1,0 +1,193 @@
+"""Throughput of the entropy engine beside two simpler ways of scoring the same documents.
+
+Methods, all on the same documents in the same run:
+
+- ``engine``    — :class:`bltdata.entropy.engine.EntropyEngine`: length-bucketed batches under a
+                  byte budget, long documents chunked with a KV cache (exact).
+- ``alone``     — (a) a naive loop: each document run by itself (long ones chunked with the
+                  same KV cache, so only the batching differs).
+- ``pad8192``   — (b) the reference's preprocessing: every document padded to 8192 bytes and
+                  run one at a time; longer ones split into independent 8192-byte windows.
+
+Corpora (text cut from the embedded default corpus, seeded): ``short`` — many short
+documents (log-normal lengths, median ~400 bytes, at most 4 KB); ``mixed`` — the same plus a
+few long documents (20–120 KB) holding ~30 % of the bytes. ``alone`` and ``pad8192`` run on a
+random subset of documents until their time budget is spent; bytes/s counts real bytes only
+(per wall second, or per CPU second of this process with ``--cpu-time``).
+
+On CUDA it also measures ``paper-100m`` in bf16 and its model FLOP utilisation,
+2 · parameters · bytes/s ÷ peak.
+
+    python benchmarks/bench_entropy.py                       # CPU: tiny + small, both corpora
+    python benchmarks/bench_entropy.py --threads 1 --cpu-time   # on a busy shared machine
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from bltdata.entropy.engine import EntropyEngine, entropies_from_logits
+from bltdata.entropy.model import EntropyModel, KVCache, preset
+from bltdata.ids import bytes_to_ids
+
+REFERENCE_LEN = 8192
+
+
+def make_corpus(kind: str, total_bytes: int, seed: int = 0) -> list[bytes]:
+    """Documents of realistic mixed lengths cut from the default corpus text."""
+    from bltdata.corpus import default_corpus_files
+
+    text = b"\n".join(data for _, data in default_corpus_files(max(4 * total_bytes, 1 << 20)))
+    rng = np.random.default_rng(seed)
+    lengths = []
+    if kind == "mixed":
+        while sum(lengths) < 0.3 * total_bytes:
+            lengths.append(int(rng.integers(20_000, 120_000)))
+    while sum(lengths) < total_bytes:
+        lengths.append(int(np.clip(rng.lognormal(np.log(400), 1.0), 16, 4096)))
+    rng.shuffle(lengths)
+    starts = rng.integers(0, len(text) - max(lengths), len(lengths))
+    return [text[s:s + n] for s, n in zip(starts, lengths)]
+
+
+def run_engine(model, docs, device, batch_bytes, chunk_len, compile_model=False) -> dict:
+    engine = EntropyEngine(model, device=device, batch_bytes=batch_bytes, chunk_len=chunk_len, compile=compile_model)
+    engine.score(docs[:8])  # warm-up (and compilation)
+    engine.stats.__init__()
+    _sync(device)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    engine.score(docs)
+    _sync(device)
+    return {"bytes": engine.stats.bytes, "seconds": time.perf_counter() - started,
+            "cpu_seconds": time.process_time() - cpu_started, "padding_waste": engine.stats.padding_waste,
+            "docs": len(docs)}
+
+
+def run_alone(model, docs, device, chunk_len, budget_s) -> dict:
+    """(a): one document per forward pass; long documents chunked with the KV cache."""
+    done, total, started, cpu_started = 0, 0, time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        for data in docs:
+            ids = torch.from_numpy(bytes_to_ids(data)).to(device)[None]
+            cache = KVCache.empty(model.config.n_layers)
+            for start in range(0, ids.shape[1], chunk_len):
+                entropies_from_logits(model(ids[:, start:start + chunk_len], start_pos=start, cache=cache)).cpu()
+            done, total = done + 1, total + len(data)
+            if time.process_time() - cpu_started > budget_s:
+                break
+    _sync(device)
+    return {"bytes": total, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+            "padding_waste": 0.0, "docs": done}
+
+
+def run_pad8192(model, docs, device, budget_s) -> dict:
+    """(b): every document padded to 8192, longer ones cut into independent 8192 windows."""
+    done, total, windows, started, cpu_started = 0, 0, 0, time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        for data in docs:
+            ids = bytes_to_ids(data)
+            for start in range(0, len(ids), REFERENCE_LEN):
+                window = np.zeros(REFERENCE_LEN, dtype=np.int64)
+                piece = ids[start:start + REFERENCE_LEN]
+                window[:len(piece)] = piece
+                entropies_from_logits(model(torch.from_numpy(window).to(device)[None])).cpu()
+                windows += 1
+            done, total = done + 1, total + len(data)
+            if time.process_time() - cpu_started > budget_s:
+                break
+    _sync(device)
+    tokens = total + done
+    return {"bytes": total, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
+            "padding_waste": 1 - tokens / (windows * REFERENCE_LEN), "docs": done}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_cpu(args) -> list[dict]:
+    rows = []
+    corpora = {kind: make_corpus(kind, args.corpus_bytes, seed=1) for kind in ("short", "mixed")}
+    rng = np.random.default_rng(2)
+    for preset_name in args.presets:
+        model = EntropyModel(preset(preset_name)).eval()
+        for kind, docs in corpora.items():
+            subset = [docs[i] for i in rng.permutation(len(docs))]
+            results = {
+                "engine": run_engine(model, docs, "cpu", args.batch_bytes, args.chunk_len),
+                "alone": run_alone(model, subset, "cpu", args.chunk_len, args.budget),
+                "pad8192": run_pad8192(model, subset, "cpu", args.budget),
+            }
+            clock = "cpu_seconds" if args.cpu_time else "seconds"
+            base = results["engine"]["bytes"] / results["engine"][clock]
+            for method, r in results.items():
+                speed = r["bytes"] / r[clock]
+                rows.append({"device": "cpu", "preset": preset_name, "corpus": kind, "method": method,
+                             "docs": r["docs"], "bytes": r["bytes"], "bytes_per_s": speed,
+                             "padding_waste": r["padding_waste"], "engine_speedup": base / speed})
+                print(_row(rows[-1]), flush=True)
+    return rows
+
+
+def bench_cuda(args) -> list[dict]:
+    model = EntropyModel(preset("paper-100m")).to("cuda").eval()
+    params = model.num_params()
+    docs = make_corpus("mixed", args.gpu_corpus_bytes, seed=3)
+    rows = []
+    for compile_model in (False, True) if args.compile else (False,):
+        r = run_engine(model, docs, "cuda", args.gpu_batch_bytes, args.gpu_chunk_len, compile_model)
+        speed = r["bytes"] / r["seconds"]
+        rows.append({"device": torch.cuda.get_device_name(), "preset": "paper-100m", "corpus": "mixed",
+                     "method": "engine+compile" if compile_model else "engine", "docs": r["docs"], "bytes": r["bytes"],
+                     "bytes_per_s": speed, "padding_waste": r["padding_waste"],
+                     "mfu": 2 * params * speed / (args.peak_tflops * 1e12)})
+        print(_row(rows[-1]), flush=True)
+    return rows
+
+
+def _row(r: dict) -> str:
+    extra = f" mfu {r['mfu']:.1%}" if "mfu" in r else f" engine {r['engine_speedup']:.1f}x"
+    return (f"| {r['device']} | {r['preset']} | {r['corpus']} | {r['method']} | {r['docs']} | "
+            f"{r['bytes_per_s'] / 1e3:.1f} kB/s | waste {r['padding_waste']:.1%} |{extra}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--corpus-bytes", type=int, default=400_000)
+    parser.add_argument("--batch-bytes", type=int, help="engine budget [default: the engine's CPU default]")
+    parser.add_argument("--chunk-len", type=int, default=1024)
+    parser.add_argument("--budget", type=float, default=12.0, help="CPU seconds per baseline (alone, pad8192)")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="bytes per CPU second of this process (for shared machines; use with --threads 1)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--gpu-corpus-bytes", type=int, default=16_000_000)
+    parser.add_argument("--gpu-batch-bytes", type=int, default=1 << 19)
+    parser.add_argument("--gpu-chunk-len", type=int, default=4096)
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100/H200 SXM: 989)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
+    parser.add_argument("--no-cpu", action="store_true")
+    parser.add_argument("--json", help="write the rows here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads")
+    print("| device | preset | corpus | method | docs | bytes/s | padding | |")
+    rows = [] if args.no_cpu else bench_cpu(args)
+    if torch.cuda.is_available():
+        rows += bench_cuda(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

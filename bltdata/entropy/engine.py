@@ -1,0 +1,180 @@
+"""Batched, exact scoring of documents with an entropy model.
+
+``EntropyEngine.score(docs)`` returns, for every document of n bytes, the n + 1 entropies
+H[0..n] of DESIGN §2 (nats, full 260-way softmax; H[k] predicts byte k after BOS, b0..b(k-1)),
+exactly as if the document were run alone at full length:
+
+- **Length bucketing.** Documents are sorted by length and packed greedily into batches
+  whose padded size (rows × min(longest row, chunk_len)) stays within ``batch_bytes``
+  tokens, so rows in a batch have similar lengths and little padding. Padding sits at the
+  right end of a row, where causal attention keeps it away from real positions.
+- **Exact chunking.** A batch is run in steps of ``chunk_len`` positions. Each layer keeps
+  the post-RoPE keys/values of the last ``window - 1`` positions (:class:`KVCache`) and the
+  next chunk attends to them, so nothing is lost at chunk boundaries. Rows are sorted by
+  length, so the rows that have finished are always a prefix and are dropped from the batch
+  (and the cache) before the next step.
+
+Results depend only on the document (fp32 on CPU: |ΔH| ≲ 1e-5 between batchings and chunk
+sizes, from float summation order). On CUDA the model runs under bf16 autocast (optionally
+``torch.compile``d); entropies are always computed in float32 from the logits.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from bltdata.entropy.model import EntropyModel, KVCache
+from bltdata.ids import BOS_ID, EOS_ID, OFFSET, PAD_ID
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    """Running totals over every ``score`` call of an engine."""
+
+    documents: int = 0
+    bytes: int = 0
+    tokens: int = 0         # real positions run through the model (n + 1 per document)
+    padded_tokens: int = 0  # positions run, padding included
+    batches: int = 0
+    steps: int = 0          # model calls (a batch of long documents takes several)
+    seconds: float = 0.0
+
+    @property
+    def padding_waste(self) -> float:
+        """Fraction of the positions run that were padding."""
+        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.bytes / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "padding_waste": self.padding_waste, "bytes_per_second": self.bytes_per_second}
+
+
+def plan_batches(lengths: Sequence[int], batch_bytes: int, chunk_len: int) -> list[np.ndarray]:
+    """Indices of the documents of each batch, every batch sorted by ascending length.
+
+    ``lengths`` are token counts. A batch's cost is rows × min(longest, chunk_len) positions
+    per step; a batch holds at least one document, so one longer than the budget runs alone.
+    """
+    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    batches, current, width = [], [], 0
+    for index in order:
+        width_with = max(width, min(int(lengths[index]), chunk_len))
+        if current and (len(current) + 1) * width_with > batch_bytes:
+            batches.append(np.array(current))
+            current, width_with = [], min(int(lengths[index]), chunk_len)
+        current.append(index)
+        width = width_with
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
+def entropies_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of the softmax over the last axis, computed in float32."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def nll_from_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood in nats of ``targets`` (same leading shape as ``logits``)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+# Positions per forward pass (padding included) and per chunk. On CPU small batches win: a
+# few thousand positions already keep the matrix units busy, and larger activations fall
+# out of cache (measured: 8192-position batches ~15 % slower than 2048-4096). On GPU, big.
+CPU_DEFAULTS = {"batch_bytes": 4096, "chunk_len": 1024}
+GPU_DEFAULTS = {"batch_bytes": 1 << 18, "chunk_len": 4096}
+
+
+class EntropyEngine:
+    """Scores documents (bytes) with an :class:`EntropyModel`; see the module docstring."""
+
+    def __init__(self, model: EntropyModel, *, device: str | torch.device = "cpu", batch_bytes: int | None = None,
+                 chunk_len: int | None = None, dtype: torch.dtype | None = None, compile: bool = False):
+        self.device = torch.device(device)
+        defaults = GPU_DEFAULTS if self.device.type == "cuda" else CPU_DEFAULTS
+        batch_bytes = defaults["batch_bytes"] if batch_bytes is None else batch_bytes
+        chunk_len = defaults["chunk_len"] if chunk_len is None else chunk_len
+        if batch_bytes < 1 or chunk_len < 1:
+            raise ValueError(f"batch_bytes ({batch_bytes}) and chunk_len ({chunk_len}) must be positive")
+        self.dtype = dtype if dtype is not None else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.model = model.to(self.device).eval()
+        self.window = model.config.window
+        self.batch_bytes, self.chunk_len = batch_bytes, chunk_len
+        self._forward = torch.compile(self.model, dynamic=True) if compile else self.model
+        self.stats = EngineStats()
+
+    def score(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+        """Per document of n bytes, its n + 1 entropies H[0..n] (float32, nats)."""
+        return self._run(docs, lambda logits, next_tokens: entropies_from_logits(logits))
+
+    def nll(self, docs: Sequence[bytes]) -> list[np.ndarray]:
+        """Per document of n bytes, the n + 1 losses (nats) of bytes b0..b(n-1) and then EOS."""
+        return self._run(docs, nll_from_logits)
+
+    def _run(self, docs: Sequence[bytes], per_position: Callable) -> list[np.ndarray]:
+        started = time.perf_counter()
+        lengths = [len(d) + 1 for d in docs]  # BOS + bytes
+        results: list[np.ndarray] = [None] * len(docs)
+        with torch.inference_mode():
+            for batch in plan_batches(lengths, self.batch_bytes, self.chunk_len):
+                for index, values in zip(batch, self._run_batch([docs[i] for i in batch], per_position)):
+                    results[index] = values
+        self.stats.documents += len(docs)
+        self.stats.bytes += sum(lengths) - len(docs)
+        self.stats.tokens += sum(lengths)
+        self.stats.seconds += time.perf_counter() - started
+        return results
+
+    def _run_batch(self, docs: list[bytes], per_position: Callable) -> list[np.ndarray]:
+        """Run one batch (docs sorted by ascending length) chunk by chunk with a KV cache."""
+        tokens, lengths = _pad_tokens(docs)  # (B, L + 1): BOS, bytes, EOS, padding
+        tokens = tokens.to(self.device)
+        outputs = torch.empty(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.float32, device=self.device)
+        cache, cache_first_row = KVCache.empty(self.model.config.n_layers), 0
+        first_row, start, longest = 0, 0, int(lengths[-1])
+        while start < longest:
+            while lengths[first_row] <= start:  # rows already finished: a prefix, since sorted
+                first_row += 1
+            if first_row > cache_first_row:
+                cache, cache_first_row = cache.select_rows(first_row - cache_first_row), first_row
+            width = min(self.chunk_len, longest - start)
+            chunk = tokens[first_row:, start:start + width + 1]
+            logits = self._model_step(chunk[:, :width], start, cache)
+            outputs[first_row:, start:start + width] = per_position(logits, chunk[:, 1:width + 1])
+            self.stats.padded_tokens += chunk.shape[0] * width
+            self.stats.steps += 1
+            start += width
+        self.stats.batches += 1
+        outputs = outputs.cpu().numpy()  # one device-to-host copy per batch
+        return [outputs[i, :lengths[i]].copy() for i in range(len(docs))]
+
+    def _model_step(self, chunk: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            with torch.autocast("cuda", dtype=self.dtype):
+                return self._forward(chunk, start_pos=start, cache=cache)
+        return self._forward(chunk, start_pos=start, cache=cache)
+
+
+def _pad_tokens(docs: list[bytes]) -> tuple[torch.Tensor, np.ndarray]:
+    """Right-padded ids ``[BOS] + bytes + [EOS]`` (B, max_n + 2) and per-row lengths n + 1."""
+    lengths = np.array([len(d) + 1 for d in docs], dtype=np.int64)
+    tokens = np.full((len(docs), int(lengths.max()) + 1), PAD_ID, dtype=np.int64)
+    tokens[:, 0] = BOS_ID
+    for row, data in enumerate(docs):
+        tokens[row, 1:len(data) + 1] = np.frombuffer(data, dtype=np.uint8)
+        tokens[row, 1:len(data) + 1] += OFFSET
+        tokens[row, len(data) + 1] = EOS_ID
+    return torch.from_numpy(tokens), lengths

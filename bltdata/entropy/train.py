@@ -1,0 +1,309 @@
+"""Training an entropy model on a byte corpus.
+
+Documents come from the corpus readers (any input :func:`bltdata.readers.list_inputs`
+accepts, or the word ``default`` for the embedded corpus). A deterministic held-out split
+is made by document content hash (the same documents are held out whatever the input
+order). Training documents are laid end to end as ``[BOS] + bytes + [EOS]`` in one token
+stream; each step samples ``batch_size`` windows of ``seq_len + 1`` tokens from it (a seeded
+generator, so runs are reproducible and resumable) and trains with attention masked to
+each document (positions restart at every document), matching how documents are scored.
+
+AdamW (no decay on norms and embeddings), linear warmup then cosine decay to
+``min_lr_ratio · lr``, gradient clipping, bf16 autocast on CUDA. Every ``eval_every``
+steps the held-out bits per byte are measured exactly as the engine scores documents
+(Σ NLL over bytes and EOS / ln 2 / positions) and a checkpoint is written: the model
+(``config.json`` + ``model.safetensors``), ``train_state.pt`` (optimizer, step, RNG;
+loaded back with ``weights_only=True``) and ``training.json`` (settings and history).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bltdata.entropy.checkpoint import write_json_atomic, save_checkpoint
+from bltdata.entropy.engine import EntropyEngine
+from bltdata.entropy.model import EntropyModel, preset as preset_config
+from bltdata.ids import BOS_ID, EOS_ID, OFFSET
+
+logger = logging.getLogger(__name__)
+
+TRAIN_STATE_FILE = "train_state.pt"
+TRAINING_LOG_FILE = "training.json"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (saved in ``training.json``; ``--resume`` reuses the model shape)."""
+
+    inputs: list[str]
+    out_dir: str
+    preset: str = "small"
+    steps: int = 1000
+    seq_len: int | None = None       # default: the preset's max_seqlen
+    batch_size: int = 16
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None  # default: min(200, steps // 10)
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 200
+    eval_bytes: int = 131072         # held-out bytes scored per evaluation
+    heldout_percent: float = 2.0     # share of documents held out (by content hash)
+    max_bytes: int | None = None     # cap on the corpus read
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ValueError("steps, batch_size and eval_every must be >= 1")
+        if not 0 < self.heldout_percent < 100:
+            raise ValueError(f"heldout_percent must be in (0, 100), got {self.heldout_percent}")
+        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
+        preset_config(self.preset)  # fails early on an unknown preset
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(200, self.steps // 10)
+
+
+# --- corpus ------------------------------------------------------------------------------
+
+def load_documents(inputs: Sequence[str], *, max_bytes: int | None = None) -> list[bytes]:
+    """Documents (bytes) of the inputs, in order; ``"default"`` is the embedded corpus.
+
+    Rejected records are logged and counted, never silently dropped.
+    """
+    from bltdata.corpus import default_corpus_files
+    from bltdata.readers import Reject, list_inputs, read_input
+
+    docs, total, rejected = [], 0, 0
+    for spec in inputs:
+        if spec == "default":
+            stream: Iterable = (data for _, data in default_corpus_files(max_bytes))
+        else:
+            stream = (rec for f in list_inputs([spec]) for rec in read_input(f))
+        for record in stream:
+            if max_bytes is not None and total >= max_bytes:
+                break
+            if isinstance(record, Reject):
+                rejected += 1
+                logger.warning("rejected %s:%d: %s", record.source, record.position, record.reason)
+                continue
+            data = record if isinstance(record, bytes) else record.data
+            docs.append(data)
+            total += len(data)
+    logger.info("read %d documents (%d bytes), %d rejected", len(docs), total, rejected)
+    return docs
+
+
+def is_heldout(data: bytes, percent: float) -> bool:
+    """Whether a document belongs to the held-out split (by its content's SHA-256)."""
+    bucket = int.from_bytes(hashlib.sha256(data).digest()[:8], "big") % 1_000_000
+    return bucket < percent * 10_000
+
+
+def split_heldout(docs: Sequence[bytes], percent: float) -> tuple[list[bytes], list[bytes]]:
+    """(train, held-out) documents; at least one of each when there are two or more."""
+    train, heldout = [], []
+    for data in docs:
+        (heldout if is_heldout(data, percent) else train).append(data)
+    if not heldout and len(train) > 1:
+        heldout.append(train.pop())
+    if not train and len(heldout) > 1:
+        train.append(heldout.pop())
+    if not train or not heldout:
+        raise ValueError(f"need at least 2 non-empty documents to split train/held-out, got {len(docs)}")
+    return train, heldout
+
+
+class PackedStream:
+    """Training documents as one token stream; samples windows with their document ids."""
+
+    def __init__(self, docs: Sequence[bytes]):
+        lengths = np.array([len(d) + 2 for d in docs], dtype=np.int64)
+        self.doc_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        self.tokens = np.empty(int(lengths.sum()), dtype=np.int16)
+        for start, data in zip(self.doc_starts, docs):
+            self.tokens[start] = BOS_ID
+            self.tokens[start + 1:start + 1 + len(data)] = np.frombuffer(data, dtype=np.uint8).astype(np.int16) + OFFSET
+            self.tokens[start + 1 + len(data)] = EOS_ID
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def sample(self, batch_size: int, seq_len: int, generator: torch.Generator):
+        """Inputs (B, T), targets (B, T) (-100 where a target would cross into the next document), doc ids (B, T)."""
+        span = min(seq_len + 1, len(self.tokens))
+        starts = torch.randint(0, len(self.tokens) - span + 1, (batch_size,), generator=generator).numpy()
+        index = starts[:, None] + np.arange(span)[None, :]
+        window = torch.from_numpy(self.tokens[index].astype(np.int64))
+        doc_ids = torch.from_numpy(np.searchsorted(self.doc_starts, index, side="right"))
+        inputs, targets = window[:, :-1], window[:, 1:].clone()
+        targets[doc_ids[:, 1:] != doc_ids[:, :-1]] = -100  # EOS → next BOS is not a prediction
+        return inputs, targets, doc_ids[:, :-1]
+
+
+# --- optimisation --------------------------------------------------------------------------
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to ``min_lr_ratio · lr``."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    floor = config.min_lr_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: EntropyModel, config: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.startswith("embed")]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or n.startswith("embed")]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def evaluate_bpb(model: EntropyModel, heldout: Sequence[bytes], *, device="cpu", max_bytes: int = 131072) -> float:
+    """Held-out bits per byte: Σ NLL (bytes and EOS) / ln 2 / positions, documents scored alone.
+
+    Documents are taken in order up to ``max_bytes``; the last one may be cut, and then its
+    EOS (which would follow the cut) is not counted.
+    """
+    sample, cut, remaining = [], False, max_bytes
+    for data in heldout:
+        if remaining <= 0:
+            break
+        cut = len(data) > remaining
+        sample.append(data[:remaining])
+        remaining -= len(sample[-1])
+    was_training = model.training
+    try:
+        losses = EntropyEngine(model, device=device).nll(sample)
+    finally:
+        model.train(was_training)
+    if cut:
+        losses[-1] = losses[-1][:-1]
+    total = sum(float(x.astype(np.float64).sum()) for x in losses)
+    count = sum(len(x) for x in losses)
+    return total / math.log(2) / count
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+@dataclass
+class TrainRun:
+    """Everything a step needs; rebuilt from ``train_state.pt`` on resume."""
+
+    config: TrainConfig
+    model: EntropyModel
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    step: int = 0
+    history: list = field(default_factory=list)
+    seconds: float = 0.0      # wall and process CPU time of the runs before this one (resume)
+    cpu_seconds: float = 0.0
+
+
+def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: bool = False,
+                        on_step: Callable[[int, dict], None] | None = None, command: str | None = None) -> dict:
+    """Train (or resume) and checkpoint into ``config.out_dir``; returns the final metrics.
+
+    ``on_step(step, metrics)`` is called after every step (metrics: loss, lr, bytes_per_s,
+    and bpb after an evaluation) — the CLI draws its progress bar from it.
+    """
+    docs = load_documents(config.inputs, max_bytes=config.max_bytes)
+    train_docs, heldout = split_heldout(docs, config.heldout_percent)
+    stream = PackedStream(train_docs)
+    run = _resume_run(config, device) if resume else _new_run(config, device)
+    model_config = run.model.config
+    seq_len = config.seq_len or model_config.max_seqlen
+    logger.info("training %s (%d parameters) on %d documents (%d tokens), %d held out",
+                config.preset, run.model.num_params(), len(train_docs), len(stream), len(heldout))
+    metrics: dict = {}
+    tokens_seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
+    while run.step < config.steps:
+        loss = _train_step(run, stream, seq_len, device)
+        run.step += 1
+        tokens_seen += config.batch_size * seq_len
+        metrics = {"loss": loss, "lr": learning_rate(run.step - 1, config),
+                   "bytes_per_s": tokens_seen / (time.perf_counter() - started)}
+        if run.step % config.eval_every == 0 or run.step == config.steps:
+            metrics["bpb"] = evaluate_bpb(run.model, heldout, device=device, max_bytes=config.eval_bytes)
+            run.history.append({"step": run.step, "loss": loss, "heldout_bpb": metrics["bpb"]})
+            timing = {"wall_seconds": run.seconds + time.perf_counter() - started,
+                      "cpu_seconds": run.cpu_seconds + time.process_time() - cpu_started}
+            _save_run(run, command, corpus={"documents": len(docs), "train_tokens": len(stream),
+                                            "heldout_documents": len(heldout)}, timing=timing)
+        if on_step:
+            on_step(run.step, metrics)
+    return {"step": run.step, "heldout_bpb": run.history[-1]["heldout_bpb"] if run.history else None, **metrics}
+
+
+def _train_step(run: TrainRun, stream: PackedStream, seq_len: int, device: str) -> float:
+    inputs, targets, doc_ids = (t.to(device) for t in stream.sample(run.config.batch_size, seq_len, run.generator))
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate(run.step, run.config)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
+        logits = run.model(inputs, doc_ids=doc_ids)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _new_run(config: TrainConfig, device: str) -> TrainRun:
+    torch.manual_seed(config.seed)
+    model = EntropyModel(preset_config(config.preset))
+    model.reset_parameters(seed=config.seed)
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(config.seed)
+    return TrainRun(config, model, make_optimizer(model, config), generator)
+
+
+def _resume_run(config: TrainConfig, device: str) -> TrainRun:
+    from bltdata.entropy.checkpoint import load_checkpoint, read_config
+
+    path = Path(config.out_dir) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: nothing to resume from")
+    saved_preset = read_config(config.out_dir).get("preset")
+    if saved_preset != config.preset:
+        raise ValueError(f"{config.out_dir}: checkpoint is preset {saved_preset!r}, asked to train {config.preset!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = load_checkpoint(config.out_dir, device=device).train()
+    optimizer = make_optimizer(model, config)
+    optimizer.load_state_dict(state["optimizer"])
+    generator = torch.Generator()
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    history = json.loads(state["history"])
+    logger.info("resuming %s at step %d", config.out_dir, int(state["step"]))
+    return TrainRun(config, model, optimizer, generator, int(state["step"]), history,
+                    float(state.get("seconds", 0.0)), float(state.get("cpu_seconds", 0.0)))
+
+
+def _save_run(run: TrainRun, command: str | None, corpus: dict, timing: dict) -> None:
+    out = Path(run.config.out_dir)
+    save_checkpoint(run.model, out, preset=run.config.preset)
+    state = {"optimizer": run.optimizer.state_dict(), "step": run.step, "generator": run.generator.get_state(),
+             "torch_rng": torch.get_rng_state(), "history": json.dumps(run.history),
+             "seconds": timing["wall_seconds"], "cpu_seconds": timing["cpu_seconds"]}
+    tmp = out / (TRAIN_STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out / TRAIN_STATE_FILE)
+    log = {"command": command, "config": dataclasses.asdict(run.config), "step": run.step,
+           "heldout_bpb": run.history[-1]["heldout_bpb"], "corpus": corpus, "history": run.history,
+           **timing, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    write_json_atomic(out / TRAINING_LOG_FILE, log)

@@ -1,0 +1,283 @@
+"""`bltdata entropy ...`: train, inspect, calibrate and import entropy models."""
+import shlex
+
+import click
+
+PRESET_NAMES = ("tiny", "small", "paper-100m")
+_COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: CUDA is not available here")
+    return name
+
+
+def _load_model(model_dir: str, device: str):
+    from bltdata.entropy.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(model_dir, device=device)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _load_documents(inputs, max_bytes=None):
+    from bltdata.entropy.train import load_documents
+
+    try:
+        return load_documents(inputs, max_bytes=max_bytes)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                             show_default=True, help="Where the model runs.")
+threads_option = click.option("--threads", type=click.IntRange(min=1),
+                              help="CPU threads for torch [default: torch's choice]. Use 1 on a busy machine.")
+
+
+def _set_threads(threads) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@click.group("entropy")
+def entropy():
+    """Entropy models: train, score text, calibrate θ, import the reference model.
+
+    MODEL_DIR is a checkpoint directory (config.json + model.safetensors) or `default`,
+    the model bundled with bltdata.
+
+    \b
+    Example:
+      bltdata entropy score default --text "def hello(): return 42"
+    """
+
+
+@entropy.command("train")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=2), help="Tokens per training sequence [default: the preset's].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps [default: min(200, steps/10)].")
+@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Steps between held-out evaluations (and checkpoints).")
+@click.option("--eval-bytes", type=click.IntRange(min=1), default=131072, show_default=True,
+              help="Held-out bytes scored per evaluation.")
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this many corpus bytes.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUTPUT.")
+@device_option
+@threads_option
+def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes, max_bytes,
+          seed, resume, device, threads):
+    """Train an entropy model on INPUT... (files, directories, globs, or `default`).
+
+    `default` is the embedded corpus (this Python's standard library sources and docs).
+    A deterministic share of documents (by content hash) is held out; held-out bits per
+    byte are measured every --eval-every steps, when a resumable checkpoint is written.
+
+    \b
+    Example:
+      bltdata entropy train default -o models/mine --preset tiny --steps 300
+      bltdata entropy train corpus/ -o models/big --preset small --steps 5000 --resume
+    """
+    from tqdm import tqdm
+
+    from bltdata.entropy.train import TrainConfig, train_entropy_model
+
+    _set_threads(threads)
+    command = _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every,
+                             eval_bytes, max_bytes, seed, threads)
+    try:
+        config = TrainConfig(inputs=list(inputs), out_dir=output, preset=preset, steps=steps, seq_len=seq_len,
+                             batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
+                             eval_bytes=eval_bytes, max_bytes=max_bytes, seed=seed)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    bar = tqdm(total=steps, desc=f"train {preset}", unit="step", dynamic_ncols=True)
+    postfix = {}
+
+    def on_step(step, metrics):
+        bar.n = step
+        postfix.update(loss=f"{metrics['loss']:.3f}", kB_s=f"{metrics['bytes_per_s'] / 1e3:.1f}")
+        if "bpb" in metrics:
+            postfix["bpb"] = f"{metrics['bpb']:.3f}"
+        bar.set_postfix(postfix, refresh=True)
+
+    try:
+        result = train_entropy_model(config, device=_device(device), resume=resume, on_step=on_step, command=command)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        bar.close()
+    click.echo(f"{output}: step {result['step']}, held-out {result['heldout_bpb']:.4f} bits/byte")
+
+
+def _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes,
+                   max_bytes, seed, threads) -> str:
+    """The command line that reproduces this run (every option spelled out)."""
+    parts = ["bltdata", "entropy", "train", *inputs, "-o", output, "--preset", preset, "--steps", str(steps),
+             "--batch-size", str(batch_size), "--lr", str(lr), "--eval-every", str(eval_every),
+             "--eval-bytes", str(eval_bytes), "--seed", str(seed)]
+    for flag, value in (("--seq-len", seq_len), ("--warmup", warmup), ("--max-bytes", max_bytes),
+                        ("--threads", threads)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+@entropy.command("score")
+@click.argument("model_dir", metavar="MODEL_DIR")
+@click.option("--text", help="Text to score (UTF-8).")
+@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False), help="File to score (its raw bytes).")
+@click.option("--threshold", type=float, help="θ in nats [default: the reference's 1.3354].")
+@click.option("--target-patch-size", type=float, help="Choose θ on this text so the mean patch has this many bytes.")
+@click.option("--mode", type=click.Choice(["entropy", "monotonic"]), default="entropy", show_default=True)
+@click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches.")
+@click.option("--table/--no-table", default=True, show_default=True, help="Print one line per byte.")
+@click.option("--color/--no-color", default=None, help="Colour the patches [default: on a terminal].")
+@device_option
+@threads_option
+def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_length, table, color, device,
+          threads):
+    """Print per-byte entropies of a text and the patches they give.
+
+    Each table line is: byte offset, the byte, its entropy H (nats; the model's
+    uncertainty before seeing it) and `|` where a patch starts. Then the text is printed
+    with alternating colours per patch.
+
+    \b
+    Example:
+      bltdata entropy score default --text "import numpy as np" --threshold 2.0
+      bltdata entropy score models/mine --file README.md --no-table --target-patch-size 4
+    """
+    if (text is None) == (file_ is None):
+        raise click.UsageError("give exactly one of --text and --file")
+    if threshold is not None and target_patch_size is not None:
+        raise click.UsageError("--threshold and --target-patch-size exclude each other")
+    _set_threads(threads)
+    data = text.encode("utf-8") if text is not None else open(file_, "rb").read()
+    if not data:
+        raise click.UsageError("nothing to score: the text is empty")
+    from bltdata.entropy.engine import EntropyEngine
+    from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, calibrate_threshold, patch_lengths
+
+    entropies = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device)).score([data])[0]
+    config = PatcherConfig(mode=mode, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                           max_patch_length=max_patch_length)
+    if target_patch_size is not None:
+        try:
+            theta = calibrate_threshold(entropies[:-1], [0, len(data)], target_patch_size, config)
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
+        config = PatcherConfig(mode=mode, threshold=theta, max_patch_length=max_patch_length)
+    lengths = patch_lengths(config, data, entropies)
+    if table:
+        _print_table(data, entropies, lengths)
+    _print_patches(data, lengths, color)
+    click.echo(f"{len(data)} bytes, {len(lengths)} patches (mean {len(data) / len(lengths):.2f} bytes), "
+               f"mode {mode}, θ = {config.threshold:.6g}; H after the last byte: {entropies[-1]:.3f}")
+
+
+def _print_table(data: bytes, entropies, lengths) -> None:
+    import numpy as np
+
+    starts = set(np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist())
+    click.echo(f"{'pos':>7}  {'byte':<6} {'H':>7}")
+    for k, byte in enumerate(data):
+        shown = repr(bytes([byte]))[2:-1]
+        click.echo(f"{k:>7}  {shown:<6} {entropies[k]:7.3f} {'|' if k in starts else ''}")
+
+
+def _print_patches(data: bytes, lengths, color) -> None:
+    """The text, one colour per patch; a character cut by a boundary shows in the patch it ends in."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="backslashreplace")
+    pieces, start = [], 0
+    for i, length in enumerate(lengths):
+        piece = decoder.decode(data[start:start + int(length)], final=i == len(lengths) - 1)
+        pieces.append(click.style(piece, fg=_COLOURS[i % len(_COLOURS)], reverse=i % 2 == 1))
+        start += int(length)
+    click.echo("".join(pieces), color=color)
+
+
+@entropy.command("calibrate")
+@click.argument("model_dir", metavar="MODEL_DIR")
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("--target-patch-size", type=click.FloatRange(min=1.0), required=True, help="Mean patch length wanted (bytes).")
+@click.option("--mode", type=click.Choice(["entropy", "monotonic"]), default="entropy", show_default=True)
+@click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches (as the pipeline will).")
+@click.option("--sample-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
+              help="Calibrate on the first this-many bytes of the inputs.")
+@device_option
+@threads_option
+def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, device, threads):
+    """Print the θ giving a mean patch length of --target-patch-size on INPUT....
+
+    θ is printed alone on stdout (for scripts); a summary goes to stderr.
+
+    \b
+    Example:
+      bltdata entropy calibrate default corpus/ --target-patch-size 4.5
+      bltdata patch corpus/ -o shards/ --threshold "$(bltdata entropy calibrate default corpus/ --target-patch-size 6)"
+    """
+    from bltdata.entropy.calibrate import calibrate_from_documents
+    from bltdata.entropy.engine import EntropyEngine
+    from bltdata.patching import PatcherConfig
+
+    _set_threads(threads)
+    docs = _load_documents(inputs, max_bytes=sample_bytes)
+    engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device))
+    try:
+        theta, summary = calibrate_from_documents(engine, docs, target_patch_size,
+                                                  PatcherConfig(mode=mode, max_patch_length=max_patch_length),
+                                                  max_bytes=sample_bytes)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{theta!r}")
+    click.echo(f"mean patch {summary['mean_patch']:.3f} bytes over {summary['bytes']} bytes "
+               f"of {summary['documents']} documents ({summary['patches']} patches)", err=True)
+
+
+@entropy.command("import-reference")
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False), metavar="SRC_DIR")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--dtype", type=click.Choice(["keep", "float32", "bfloat16"]), default="keep", show_default=True,
+              help="Storage type of the converted weights.")
+def import_reference_cmd(src_dir, output, dtype):
+    """Convert the released reference entropy model (params.json + consolidated.pth).
+
+    The weights are read with torch.load(weights_only=True); every tensor is mapped to our
+    layout with its shape checked. The result is a normal MODEL_DIR.
+
+    \b
+    Example:
+      bltdata entropy import-reference hf-weights/entropy_model -o models/reference
+      bltdata patch corpus/ -o shards/ --model models/reference
+    """
+    import torch
+
+    from bltdata.entropy.checkpoint import checkpoint_metadata, import_reference
+
+    target = {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    try:
+        out = import_reference(src_dir, output, dtype=target)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    meta = checkpoint_metadata(out)
+    click.echo(f"{out}: {meta['name']} (sha256 {meta['sha256'][:16]}…)")
+
+
+COMMANDS = [entropy]

@@ -1,0 +1,135 @@
+"""Training: held-out split, packing, schedule, BPB going down, exact resume."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bltdata.entropy.model import EntropyModel, tiny
+from bltdata.entropy.train import (
+    PackedStream,
+    TrainConfig,
+    evaluate_bpb,
+    learning_rate,
+    load_documents,
+    split_heldout,
+    train_entropy_model,
+)
+from bltdata.ids import BOS_ID, EOS_ID
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _corpus(tmp_path, n_docs=120, seed=0):
+    """A jsonl corpus of small, very regular documents (a model learns them in a few steps)."""
+    rng = np.random.default_rng(seed)
+    words = ["alpha", "beta", "gamma", "delta", "the", "of", "and", "data", "byte", "patch"]
+    path = tmp_path / "corpus.jsonl"
+    with open(path, "w") as f:
+        for i in range(n_docs):
+            text = " ".join(words[j] for j in rng.integers(0, len(words), int(rng.integers(20, 60)))) + "."
+            f.write(json.dumps({"id": f"doc{i}", "text": text}) + "\n")
+    return path
+
+
+def _config(tmp_path, corpus, **kw):
+    settings = dict(inputs=[str(corpus)], out_dir=str(tmp_path / "model"), preset="tiny", steps=40,
+                    seq_len=128, batch_size=8, lr=1e-2, eval_every=20, eval_bytes=4096, heldout_percent=10.0)
+    return TrainConfig(**{**settings, **kw})
+
+
+def test_load_documents_and_split(tmp_path):
+    docs = load_documents([str(_corpus(tmp_path))])
+    assert len(docs) == 120 and all(isinstance(d, bytes) and d for d in docs)
+    train, heldout = split_heldout(docs, 10.0)
+    assert len(train) + len(heldout) == len(docs) and 0 < len(heldout) < 40
+    assert not set(train) & set(heldout)
+    train2, heldout2 = split_heldout(list(reversed(docs)), 10.0)
+    assert sorted(heldout2) == sorted(heldout)  # by content hash, not by position
+
+
+def test_packed_stream_windows(tmp_path):
+    docs = [b"abc", b"", b"defgh"]
+    stream = PackedStream(docs)
+    assert len(stream) == sum(len(d) + 2 for d in docs)
+    assert stream.tokens[0] == BOS_ID and stream.tokens[4] == EOS_ID
+    inputs, targets, doc_ids = stream.sample(16, 6, torch.Generator().manual_seed(0))
+    assert inputs.shape == targets.shape == doc_ids.shape == (16, 6)
+    crossing = doc_ids[:, 1:] != doc_ids[:, :-1]
+    assert crossing.any()
+    assert (targets[:, :-1][crossing] == -100).all()  # no target across a document boundary
+    assert (doc_ids[:, 1:] >= doc_ids[:, :-1]).all()
+    assert ((targets == -100) | (targets != BOS_ID)).all()
+
+
+def test_learning_rate_schedule(tmp_path):
+    config = _config(tmp_path, "x", steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    rates = [learning_rate(s, config) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
+    assert rates[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_training_lowers_heldout_bpb(tmp_path):
+    corpus = _corpus(tmp_path)
+    config = _config(tmp_path, corpus)
+    _, heldout = split_heldout(load_documents([str(corpus)]), config.heldout_percent)
+    untrained = EntropyModel(tiny())
+    untrained.reset_parameters(seed=config.seed)
+    before = evaluate_bpb(untrained, heldout, max_bytes=config.eval_bytes)
+    assert before > 6.0  # about log2(260) for a fresh model
+    seen = []
+    result = train_entropy_model(config, on_step=lambda step, m: seen.append((step, m)))
+    assert [s for s, _ in seen] == list(range(1, 41))
+    assert result["heldout_bpb"] < before - 3.0
+    log = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert [h["step"] for h in log["history"]] == [20, 40]
+    assert log["heldout_bpb"] == pytest.approx(result["heldout_bpb"])
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    corpus = _corpus(tmp_path)
+    straight = _config(tmp_path, corpus, out_dir=str(tmp_path / "a"), steps=6, eval_every=3)
+    train_entropy_model(straight)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(step, metrics):
+        if step == 3:
+            raise Stop
+
+    resumed = _config(tmp_path, corpus, out_dir=str(tmp_path / "b"), steps=6, eval_every=3)
+    with pytest.raises(Stop):
+        train_entropy_model(resumed, on_step=stop_at_3)
+    result = train_entropy_model(resumed, resume=True)
+    assert result["step"] == 6
+    a = (tmp_path / "a" / "model.safetensors").read_bytes()
+    b = (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert a == b
+
+
+def test_resume_refuses_other_preset_and_missing_state(tmp_path):
+    corpus = _corpus(tmp_path, n_docs=20)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train_entropy_model(_config(tmp_path, corpus), resume=True)
+    train_entropy_model(_config(tmp_path, corpus, steps=2, eval_every=2))
+    with pytest.raises(ValueError, match="preset 'tiny'"):
+        train_entropy_model(_config(tmp_path, corpus, preset="small"), resume=True)
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError):
+        _config(tmp_path, "x", steps=0)
+    with pytest.raises(ValueError):
+        _config(tmp_path, "x", preset="giant")
+    with pytest.raises(ValueError):
+        _config(tmp_path, "x", heldout_percent=0)
+    assert math.isclose(_config(tmp_path, "x", steps=50).warmup, 5)
