@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bltdata.entropy.engine import EntropyEngine, entropies_from_logits, plan_batches
+from bltdata.entropy.engine import EntropyEngine, bucket_length, entropies_from_logits, plan_batches
 from bltdata.entropy.model import EntropyModel, tiny
 from bltdata.ids import EOS_ID, bytes_to_ids
 
@@ -131,13 +131,36 @@ def test_plan_batches_respects_budget_and_covers_every_document():
 
 def test_stats_report_padding(model):
     engine = EntropyEngine(model, batch_bytes=1 << 20, chunk_len=1 << 20)
-    engine.score([b"a" * 9, b"b" * 99])  # one batch of 2 rows × 100 positions, 110 real
-    assert engine.stats.tokens == 110 and engine.stats.padded_tokens == 200
-    assert engine.stats.padding_waste == pytest.approx(0.45)
-    assert engine.stats.bytes == 108 and engine.stats.to_dict()["padding_waste"] == pytest.approx(0.45)
+    engine.score([b"a" * 9, b"b" * 99])  # 10 and 100 positions, padded to buckets 16 and 104
+    assert engine.stats.tokens == 110 and engine.stats.padded_tokens == 16 + 104
+    assert engine.stats.padding_waste == pytest.approx(1 - 110 / 120)
+    assert engine.stats.bytes == 108 and engine.stats.to_dict()["padding_waste"] == pytest.approx(1 - 110 / 120)
+    assert engine.stats.batches == 2  # one bucket per batch
     engine = EntropyEngine(model, batch_bytes=1 << 20, chunk_len=50)
-    engine.score([b"a" * 9, b"b" * 99])  # steps of 50: the short row leaves after the first step
-    assert engine.stats.padded_tokens == 2 * 50 + 50 and engine.stats.steps == 2
+    engine.score([b"a" * 9, b"b" * 99])  # steps of 50 over bucket 104: 50, 50, then only padding is left
+    assert engine.stats.padded_tokens == 16 + 50 + 50 and engine.stats.steps == 3
+
+
+def test_bucket_lengths_bound_padding():
+    lengths = np.arange(1, 20000)
+    buckets = np.array([bucket_length(int(n)) for n in lengths])
+    assert (buckets >= lengths).all() and (buckets % 8 == 0).all()
+    assert ((buckets - lengths)[lengths >= 64] / lengths[lengths >= 64]).max() <= 0.125
+    assert (buckets - lengths).max() > 0
+
+
+def test_entropies_are_bit_identical_across_batchings(model):
+    rng = np.random.default_rng(7)
+    docs = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 700, size=60)]
+    reference = EntropyEngine(model, batch_bytes=1 << 20).score(docs)
+    assert len(reference) == 60
+    for budget in (64, 1000, 5000):
+        shuffled = rng.permutation(len(docs))
+        scored = EntropyEngine(model, batch_bytes=budget).score([docs[i] for i in shuffled])
+        for position, index in enumerate(shuffled):
+            np.testing.assert_array_equal(scored[position], reference[index])
+    for doc, expected in zip(docs[:10], reference[:10]):
+        np.testing.assert_array_equal(EntropyEngine(model).score([doc])[0], expected)
 
 
 def test_engine_rejects_bad_settings(model):

@@ -4,18 +4,21 @@
 H[0..n] of DESIGN §2 (nats, full 260-way softmax; H[k] predicts byte k after BOS, b0..b(k-1)),
 exactly as if the document were run alone at full length:
 
-- **Length bucketing.** Documents are sorted by length and packed greedily into batches
-  whose padded size (rows × min(longest row, chunk_len)) stays within ``batch_bytes``
-  tokens, so rows in a batch have similar lengths and little padding. Padding sits at the
-  right end of a row, where causal attention keeps it away from real positions.
+- **Length bucketing.** Each document is padded to its bucket length (its own length
+  rounded up to a multiple of 8, or of 1/8 of its power of two: ≤ 12.5 % padding), and
+  batches hold documents of one bucket, as many as fit ``batch_bytes`` positions per step.
+  Padding sits at the right end of a row, where causal attention keeps it away from real
+  positions. Because a document's padded shape depends only on its own length, its
+  entropies are bit-identical however it is batched (CPU, fp32): the pipeline's output does
+  not change with the batch budget.
 - **Exact chunking.** A batch is run in steps of ``chunk_len`` positions. Each layer keeps
   the post-RoPE keys/values of the last ``window - 1`` positions (:class:`KVCache`) and the
   next chunk attends to them, so nothing is lost at chunk boundaries. Rows are sorted by
   length, so the rows that have finished are always a prefix and are dropped from the batch
   (and the cache) before the next step.
 
-Results depend only on the document (fp32 on CPU: |ΔH| ≲ 1e-5 between batchings and chunk
-sizes, from float summation order). On CUDA the model runs under bf16 autocast (optionally
+Results depend only on the document: bit-identical across batchings for a fixed
+``chunk_len``, and |ΔH| ≲ 1e-5 across chunk sizes (float summation order). On CUDA the model runs under bf16 autocast (optionally
 ``torch.compile``d); entropies are always computed in float32 from the logits.
 """
 from __future__ import annotations
@@ -59,21 +62,33 @@ class EngineStats:
         return {**self.__dict__, "padding_waste": self.padding_waste, "bytes_per_second": self.bytes_per_second}
 
 
-def plan_batches(lengths: Sequence[int], batch_bytes: int, chunk_len: int) -> list[np.ndarray]:
-    """Indices of the documents of each batch, every batch sorted by ascending length.
+def bucket_length(length: int) -> int:
+    """The padded length of a row of `length` positions: rounded up to a multiple of 8, or of
+    1/8 of its power of two for long rows (≤ 12.5 % padding)."""
+    step = max(8, 1 << max(0, length.bit_length() - 4))
+    return -(-length // step) * step
 
-    ``lengths`` are token counts. A batch's cost is rows × min(longest, chunk_len) positions
-    per step; a batch holds at least one document, so one longer than the budget runs alone.
+
+def plan_batches(lengths: Sequence[int], batch_bytes: int, chunk_len: int) -> list[np.ndarray]:
+    """Indices of the documents of each batch; the rows of a batch share one bucket length.
+
+    ``lengths`` are token counts. Every document is padded to its own `bucket_length`, never
+    to its batch's longest row, so the shapes its positions are computed with — and hence its
+    entropies, bit for bit — do not depend on the other documents, the batch budget or the
+    order of the input. A batch costs rows × min(bucket, chunk_len) positions per step; it
+    holds at least one document, so one longer than the budget runs alone.
     """
-    order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    batches, current, width = [], [], 0
+    buckets = np.array([bucket_length(int(n)) for n in lengths], dtype=np.int64)
+    order = np.lexsort((np.asarray(lengths, dtype=np.int64), buckets))
+    batches, current, current_bucket = [], [], None
     for index in order:
-        width_with = max(width, min(int(lengths[index]), chunk_len))
-        if current and (len(current) + 1) * width_with > batch_bytes:
+        bucket = int(buckets[index])
+        rows_allowed = max(1, batch_bytes // min(bucket, chunk_len))
+        if current and (bucket != current_bucket or len(current) >= rows_allowed):
             batches.append(np.array(current))
-            current, width_with = [], min(int(lengths[index]), chunk_len)
+            current = []
         current.append(index)
-        width = width_with
+        current_bucket = bucket
     if current:
         batches.append(np.array(current))
     return batches
@@ -140,14 +155,16 @@ class EntropyEngine:
 
     def _run_batch(self, docs: list[bytes], per_position: Callable) -> list[np.ndarray]:
         """Run one batch (docs sorted by ascending length) chunk by chunk with a KV cache."""
-        tokens, lengths = _pad_tokens(docs)  # (B, L + 1): BOS, bytes, EOS, padding
+        tokens, lengths = _pad_tokens(docs)  # (B, bucket + 1): BOS, bytes, EOS, padding
         tokens = tokens.to(self.device)
         outputs = torch.empty(tokens.shape[0], tokens.shape[1] - 1, dtype=torch.float32, device=self.device)
         cache, cache_first_row = KVCache.empty(self.model.config.n_layers), 0
-        first_row, start, longest = 0, 0, int(lengths[-1])
+        first_row, start, longest = 0, 0, tokens.shape[1] - 1
         while start < longest:
-            while lengths[first_row] <= start:  # rows already finished: a prefix, since sorted
+            while first_row < len(docs) and lengths[first_row] <= start:  # finished rows: a prefix, as sorted
                 first_row += 1
+            if first_row == len(docs):  # only padding is left
+                break
             if first_row > cache_first_row:
                 cache, cache_first_row = cache.select_rows(first_row - cache_first_row), first_row
             width = min(self.chunk_len, longest - start)
@@ -169,9 +186,10 @@ class EntropyEngine:
 
 
 def _pad_tokens(docs: list[bytes]) -> tuple[torch.Tensor, np.ndarray]:
-    """Right-padded ids ``[BOS] + bytes + [EOS]`` (B, max_n + 2) and per-row lengths n + 1."""
+    """Right-padded ids ``[BOS] + bytes + [EOS]`` (B, bucket + 1) and per-row lengths n + 1."""
     lengths = np.array([len(d) + 1 for d in docs], dtype=np.int64)
-    tokens = np.full((len(docs), int(lengths.max()) + 1), PAD_ID, dtype=np.int64)
+    width = max(bucket_length(int(n)) for n in lengths)
+    tokens = np.full((len(docs), width + 1), PAD_ID, dtype=np.int64)
     tokens[:, 0] = BOS_ID
     for row, data in enumerate(docs):
         tokens[row, 1:len(data) + 1] = np.frombuffer(data, dtype=np.uint8)
