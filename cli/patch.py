@@ -23,7 +23,8 @@ def _split_beam_args(arguments):
 @click.option("--model", default="default", show_default=True,
               help="Entropy model: 'default' (bundled) or a checkpoint directory.")
 @click.option("--mode", type=click.Choice(MODES), default="entropy", show_default=True, help="Patching rule (DESIGN §3).")
-@click.option("--threshold", type=float, help="θ in nats for entropy/monotonic modes [default: 1.3354]. ")
+@click.option("--threshold", type=float,
+              help="θ in nats [default: the model's recommended θ for entropy mode, else 1.3354].")
 @click.option("--target-patch-size", type=float, help="Choose θ on a sample so the mean patch is this many bytes.")
 @click.option("--threshold-add", type=float, help="Extra relative threshold of entropy mode.")
 @click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches.")
@@ -38,6 +39,8 @@ def _split_beam_args(arguments):
 @click.option("--shard-bytes", type=click.IntRange(min=1), default=256 << 20, show_default=True,
               help="Document bytes per shard (a shard never mixes input files).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch threads per worker [default: CPUs / workers].")
 @click.option("--runner", default="FnApiRunner", show_default=True,
               help="Beam runner (DataflowRunner, FlinkRunner, ...; pass their options after --).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")
@@ -62,6 +65,7 @@ def patch(arguments, output, workers, runner, progress, **options):
     inputs, beam_args = _split_beam_args(arguments)
     if not inputs:
         raise click.UsageError("give at least one INPUT file, directory or glob")
+    options["threads"] = options["threads"] or max(1, (os.cpu_count() or 1) // workers)
     try:
         job = pipeline.PatchJob(inputs=inputs, output=output, **options)
         prepared = pipeline.prepare(job)
@@ -137,7 +141,7 @@ def _print_summary(summary):
 @click.command()
 @click.option("-o", "--output", default="bltdata-demo", show_default=True, type=click.Path(file_okay=False),
               help="Where the corpus and shards go.")
-@click.option("--max-bytes", default=2_000_000, show_default=True, type=click.IntRange(min=1000),
+@click.option("--max-bytes", default=400_000, show_default=True, type=click.IntRange(min=1000),
               help="Size of the slice of the embedded corpus to patch.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")
@@ -158,7 +162,8 @@ def demo(output, max_bytes, workers, progress):
     corpus_dir = os.path.join(output, "corpus")
     os.makedirs(corpus_dir, exist_ok=True)
     corpus_file = corpus.write_default_corpus(corpus_dir, max_bytes=max_bytes)
-    job = pipeline.PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"), store_entropies=True)
+    job = pipeline.PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"), store_entropies=True,
+                            threads=max(1, (os.cpu_count() or 1) // workers))
     prepared = pipeline.prepare(job)
     summary = _run_with_progress(pipeline, prepared, [], workers, None, progress)
     _print_summary(summary)

@@ -67,6 +67,7 @@ class PatchJob:
     shard_bytes: int = DEFAULT_SHARD_BYTES
     calibration_bytes: int = DEFAULT_CALIBRATION_BYTES
     device: str = "auto"
+    threads: int | None = None  # torch threads per worker process (None: torch's default)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -198,14 +199,18 @@ class EntropyModelHandler(ModelHandler):
     documents by length, pads, and splits long ones into exact chunks.
     """
 
-    def __init__(self, model: str, *, device: str, batch_bytes: int):
+    def __init__(self, model: str, *, device: str, batch_bytes: int, threads: int | None = None):
         super().__init__()
-        self.model, self.device, self.batch_bytes = model, device, batch_bytes
+        self.model, self.device, self.batch_bytes, self.threads = model, device, batch_bytes, threads
 
     def load_model(self):
+        import torch
+
         from bltdata.entropy.checkpoint import load_checkpoint
         from bltdata.entropy.engine import EntropyEngine
 
+        if self.threads:
+            torch.set_num_threads(self.threads)
         device = resolve_device(self.device)
         model = load_checkpoint(self.model, device=device)
         return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes)
@@ -311,7 +316,8 @@ class PatchCorpus(beam.PTransform):
                    | "SpreadFiles" >> beam.Reshuffle()
                    | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
         if job.needs_model:
-            handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes)
+            handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
+                                          threads=job.threads)
             batches = batches | "ScoreEntropies" >> RunInference(handler)
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
@@ -340,6 +346,8 @@ def prepare(job: PatchJob) -> PreparedJob:
         entropy_model = checkpoint_metadata(job.model)
     if job.target_patch_size is not None:
         threshold = calibrate(job, files)
+    elif threshold is None and job.mode == "entropy":
+        threshold = recommended_threshold(job.model)
     patcher = job.patcher(threshold)
     params = job_params(job, files, patcher, entropy_model)
     fs.makedirs(job.output)
@@ -347,6 +355,18 @@ def prepare(job: PatchJob) -> PreparedJob:
     pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
                        params=params)
+
+
+def recommended_threshold(model: str) -> float | None:
+    """The entropy-mode θ a checkpoint recommends (`recommended_threshold` in its config.json).
+
+    θ is a property of the model: the reference's 1.3354 suits the reference model, while
+    the bundled default model gives ~1.5-byte patches with it; its config records the θ
+    calibrated to 4.5-byte patches. Checkpoints without one fall back to the reference θ.
+    """
+    from bltdata.entropy.checkpoint import read_config
+
+    return read_config(model).get("recommended_threshold")
 
 
 def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:
@@ -459,6 +479,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
     parser.add_argument("--shard-bytes", type=int, default=DEFAULT_SHARD_BYTES)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int)
     known, beam_args = parser.parse_known_args(argv)
     workers = known.workers
     fields = {f.name for f in dataclasses.fields(PatchJob)}
