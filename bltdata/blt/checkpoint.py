@@ -1,0 +1,155 @@
+"""Run directories and training checkpoints.
+
+A run directory holds::
+
+    run.json                      model config, training config, data paths
+    metrics.jsonl                 one JSON object per logged step / evaluation (rank 0)
+    checkpoints/latest            name of the newest complete checkpoint
+    checkpoints/step_00000200/
+        model.pt                  full (unsharded) model state dict
+        optimizer.pt              full optimizer state dict (FQN keyed)
+        trainer.json              step, schedule position, world size
+        rank_00000.pt ...         per rank: loader state and RNG states
+
+Model and optimizer states are gathered to full state dicts with
+``torch.distributed.checkpoint.state_dict``, so one format serves a single process, DDP and
+FSDP2. A checkpoint directory is written under a temporary name and renamed, and
+``latest`` is updated last, so a crash never leaves a half checkpoint as the newest.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bltdata.blt.config import config_from_dict
+from bltdata.blt.model import build_model
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def step_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank:05d}.pt"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_run(run_dir: str | os.PathLike) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a training run directory (no {RUN_FILE})")
+    return json.loads(path.read_text())
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    pointer = Path(run_dir) / CHECKPOINTS / "latest"
+    if not pointer.is_file():
+        return None
+    path = pointer.parent / pointer.read_text().strip()
+    if not (path / "trainer.json").is_file():
+        raise FileNotFoundError(f"{pointer}: names {path.name}, which is missing or incomplete")
+    return path
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def full_states(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts (collective under DDP/FSDP: call on every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer: dict, rank_state: dict,
+                    rank: int, world_size: int) -> Path:
+    """Write checkpoint ``step`` (every rank calls this; rank 0 writes the shared files)."""
+    model_state, optim_state = full_states(model, optimizer)
+    final = Path(run_dir) / CHECKPOINTS / step_name(step)
+    staging = final.with_name(f".{final.name}.tmp")
+    if rank == 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    _barrier(world_size)
+    torch.save(rank_state, staging / rank_file(rank))
+    if rank == 0:
+        torch.save(model_state, staging / "model.pt")
+        torch.save(optim_state, staging / "optimizer.pt")
+        write_json_atomic(staging / "trainer.json", {**trainer, "world_size": world_size})
+    _barrier(world_size)
+    if rank == 0:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        (final.parent / "latest.tmp").write_text(final.name + "\n")
+        os.replace(final.parent / "latest.tmp", final.parent / "latest")
+        log.info("saved checkpoint %s", final)
+    _barrier(world_size)
+    return final
+
+
+def load_training_state(path: Path, model, optimizer) -> tuple[dict, list[dict]]:
+    """Restore model and optimizer in place; returns (trainer.json, every saved rank's state)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
+                   options=StateDictOptions(full_state_dict=True))
+    trainer = json.loads((path / "trainer.json").read_text())
+    rank_states = []
+    for rank in range(int(trainer["world_size"])):
+        file = path / rank_file(rank)
+        if not file.is_file():
+            raise FileNotFoundError(f"{file}: missing (the checkpoint was saved by {trainer['world_size']} ranks)")
+        rank_states.append(torch.load(file, map_location="cpu", weights_only=False))
+    return trainer, rank_states
+
+
+def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu", checkpoint: str | None = None):
+    """The model of a run at its latest (or the named) checkpoint, in eval mode; and run.json."""
+    run = read_run(run_dir)
+    path = Path(run_dir) / CHECKPOINTS / checkpoint if checkpoint else latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint yet (checkpoints/latest is missing)")
+    model = build_model(config_from_dict(run["model"]))
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    return model.to(device).eval(), run
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        torch.distributed.barrier()

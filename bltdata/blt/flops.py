@@ -1,0 +1,83 @@
+"""FLOP accounting per byte for BLT and byte-level transformer configs.
+
+Counts the matrix multiplications of one forward pass, 2 FLOPs per multiply-add
+(embedding and hash-table lookups, norms, softmax and activations are not counted, as is
+usual). Attention scores and the weighted sum cost 4 · d · (keys attended) per query;
+for causal self-attention the keys attended are averaged over the positions of a
+``seq_len`` row (min(position + 1, window)), i.e. the cost of a row holding one document
+(packing several documents per row only lowers it). BLT costs split into per-byte terms
+(encoder, decoder, output head) and per-patch terms (pooling, global transformer), the
+latter divided by the mean patch length. Training costs 3 × the forward pass (backward
+≈ 2 × forward); inference per byte is the forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bltdata.blt.config import BLTConfig, ByteTransformerConfig, swiglu_hidden
+
+
+@dataclass(frozen=True)
+class FlopsReport:
+    inference_per_byte: float
+    training_per_byte: float
+    components: dict[str, float] = field(default_factory=dict)  # forward FLOPs per byte, by part
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {value / 1e6:.2f}M" for name, value in self.components.items())
+        return (f"FLOPs/byte: inference {self.inference_per_byte / 1e6:.2f}M, "
+                f"training {self.training_per_byte / 1e6:.2f}M ({parts})")
+
+
+def mean_keys(length: int, window: int | None) -> float:
+    """Mean number of keys a causal (windowed) query attends to over a row of ``length``."""
+    w = length if window is None else min(window, length)
+    # positions 0..w-1 see 1..w keys, the remaining ones see w each
+    return (w * (w + 1) / 2 + (length - w) * w) / length
+
+
+def block_flops(dim: int, keys: float) -> float:
+    """Forward FLOPs per token of one pre-norm self-attention + SwiGLU block."""
+    projections = 2 * 4 * dim * dim  # q, k, v, o
+    ffn = 2 * 3 * dim * swiglu_hidden(dim)
+    return projections + ffn + 4 * dim * keys
+
+
+def cross_attention_flops(dim: int, n_queries: float, n_context: float, keys_per_query: float) -> float:
+    """Forward FLOPs of one cross-attention (q, o on queries; k, v on the context)."""
+    return n_queries * (2 * 2 * dim * dim + 4 * dim * keys_per_query) + n_context * 2 * 2 * dim * dim
+
+
+def blt_flops(config: BLTConfig, seq_len: int, mean_patch: float) -> FlopsReport:
+    c, dl, dg, k = config, config.dim_local, config.dim_global, config.cross_attn_k
+    byte_keys = mean_keys(seq_len, c.local_window)
+    patch_keys = mean_keys(max(1, round(seq_len / mean_patch)), None)
+    per_patch = 1.0 / mean_patch
+    parts = {
+        "encoder": c.n_layers_encoder * block_flops(dl, byte_keys),
+        "pooling": per_patch * 2 * dl * k * dl  # query init
+        + cross_attention_flops(dl, k * per_patch, 1.0, mean_patch)
+        + per_patch * 2 * k * dl * dg,  # to the global width
+        "global": per_patch * c.n_layers_global * block_flops(dg, patch_keys),
+        "decoder": per_patch * 2 * dg * k * dl  # global states to k tokens
+        + c.n_layers_decoder * (cross_attention_flops(dl, 1.0, k * per_patch, k) + block_flops(dl, byte_keys)),
+        "output": 2 * dl * c.vocab_size,
+    }
+    forward = sum(parts.values())
+    return FlopsReport(forward, 3 * forward, parts)
+
+
+def byte_transformer_flops(config: ByteTransformerConfig, seq_len: int) -> FlopsReport:
+    keys = mean_keys(seq_len, config.window)
+    parts = {"layers": config.n_layers * block_flops(config.dim, keys), "output": 2 * config.dim * config.vocab_size}
+    forward = sum(parts.values())
+    return FlopsReport(forward, 3 * forward, parts)
+
+
+def flops_per_byte(config, seq_len: int, mean_patch: float = 4.5) -> FlopsReport:
+    """FLOPs per byte of any model config (``mean_patch`` is ignored by the byte baseline)."""
+    if isinstance(config, BLTConfig):
+        return blt_flops(config, seq_len, mean_patch)
+    if isinstance(config, ByteTransformerConfig):
+        return byte_transformer_flops(config, seq_len)
+    raise TypeError(f"no FLOP model for {type(config).__name__}")

@@ -1,0 +1,83 @@
+"""Patch layouts and the boolean attention masks of the BLT (True = may attend).
+
+A batch row holds T byte positions cut into P patches by ``patch_lengths`` (B, P), zero
+padded on the right, each row summing to T. From it we derive, per row:
+
+- ``patch_ids`` (B, T): the patch holding each byte;
+- ``patch_docs`` (B, P): the document of each patch (of its first byte), -1 for empty
+  (padding) patches;
+- the masks below. Every query row has at least one True key, so SDPA never returns NaN;
+  rows of padding patches are given a harmless key and their outputs are never used.
+
+Masks have shape (B, 1, queries, keys) and broadcast over heads.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def patch_ids_from_lengths(patch_lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Index of the patch containing each of the ``seq_len`` bytes, (B, T) int64."""
+    ends = patch_lengths.cumsum(dim=1)  # (B, P), non-decreasing
+    positions = torch.arange(seq_len, device=patch_lengths.device).expand(patch_lengths.shape[0], -1)
+    return torch.searchsorted(ends.contiguous(), positions.contiguous(), right=True)
+
+
+def patch_documents(patch_lengths: torch.Tensor, doc_ids: torch.Tensor) -> torch.Tensor:
+    """Document id of each patch's first byte, (B, P); -1 for empty patches."""
+    starts = (patch_lengths.cumsum(dim=1) - patch_lengths).clamp(max=doc_ids.shape[1] - 1)
+    docs = doc_ids.gather(1, starts)
+    return docs.masked_fill(patch_lengths == 0, -1)
+
+
+def local_mask(doc_ids: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Byte self-attention: causal, within ``window`` keys (incl. self), same document."""
+    seq_len = doc_ids.shape[1]
+    pos = torch.arange(seq_len, device=doc_ids.device)
+    distance = pos[:, None] - pos[None, :]  # query - key
+    allowed = distance >= 0
+    if window is not None:
+        allowed = allowed & (distance < window)
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
+    return (allowed[None] & same_doc).unsqueeze(1)
+
+
+def global_mask(patch_docs: torch.Tensor) -> torch.Tensor:
+    """Patch self-attention: causal over patches, same document; padding patches see themselves."""
+    n_patches = patch_docs.shape[1]
+    idx = torch.arange(n_patches, device=patch_docs.device)
+    causal = idx[:, None] >= idx[None, :]
+    same_doc = (patch_docs[:, :, None] == patch_docs[:, None, :]) & (patch_docs[:, None, :] >= 0)
+    own = torch.eye(n_patches, dtype=torch.bool, device=patch_docs.device)
+    return ((causal[None] & same_doc) | own[None]).unsqueeze(1)
+
+
+def encoder_cross_mask(patch_ids: torch.Tensor, patch_lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """Patch queries (P*k, patch-major) attend only to the bytes of their own patch.
+
+    An empty patch's queries may see every byte (their output is discarded).
+    """
+    n_patches = patch_lengths.shape[1]
+    idx = torch.arange(n_patches, device=patch_ids.device)
+    own = patch_ids[:, None, :] == idx[None, :, None]  # (B, P, T)
+    own = own | (patch_lengths == 0)[:, :, None]
+    return own.repeat_interleave(k, dim=1).unsqueeze(1)  # (B, 1, P*k, T)
+
+
+def decoder_source_patches(patch_ids: torch.Tensor, patch_docs: torch.Tensor, doc_ids: torch.Tensor) -> torch.Tensor:
+    """For each byte, the index into ``[start] + global_states`` it reads, (B, T).
+
+    A byte of patch j reads the global state of patch j-1 (index j) when that patch is in
+    the byte's document; otherwise (the row's first patch, a document's BOS patch) it reads
+    the learned start state (index 0). Patch j-1 ends before the byte: no future leaks.
+    """
+    previous = (patch_ids - 1).clamp(min=0)
+    previous_doc = patch_docs.gather(1, previous)
+    has_previous = (patch_ids >= 1) & (previous_doc == doc_ids)
+    return torch.where(has_previous, patch_ids, torch.zeros_like(patch_ids))
+
+
+def decoder_cross_mask(sources: torch.Tensor, n_patches: int, k: int) -> torch.Tensor:
+    """Bytes attend to the k key/value tokens of their source state, (B, 1, T, (P+1)*k)."""
+    idx = torch.arange(n_patches + 1, device=sources.device).repeat_interleave(k)
+    return (sources[:, :, None] == idx[None, None, :]).unsqueeze(1)

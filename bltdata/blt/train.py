@@ -1,0 +1,249 @@
+"""Training loop for the BLT (and the byte baseline): AdamW, warmup + cosine, clipping.
+
+``train`` runs on one process or under ``torchrun`` (the caller initialises the process
+group and passes ``Runtime(rank, world_size, device)``); with world_size > 1 the model is
+wrapped in DDP, or sharded with FSDP2 ``fully_shard`` per transformer block when
+``TrainConfig.sharding == "fsdp"``. Each rank reads its own loader (built by the caller
+for its rank), so the global batch is ``batch_size × world_size`` rows.
+
+The loss of a step is the mean cross-entropy over all counted targets of the *global*
+batch (`loss.py`): each rank scales its sum by world_size / global count, so that the
+gradient average DDP/FSDP take equals the single-process gradient of the same rows.
+
+Exact resume: a checkpoint holds model, optimizer, step (the schedule is a function of
+it), every rank's RNG states and every rank's loader state; on CPU a resumed run
+reproduces the uninterrupted loss curve bit for bit. Progress goes to ``on_step``
+callbacks (the CLI draws the progress bar) and to ``metrics.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import torch
+
+from bltdata.blt import checkpoint as ckpt
+from bltdata.blt.distributed import Runtime, all_reduce_sum, autocast
+from bltdata.blt.evaluate import evaluate
+from bltdata.blt.flops import flops_per_byte
+from bltdata.blt.layers import TransformerBlock
+from bltdata.blt.loss import forward_sums, split_batch, target_mask
+from bltdata.blt.model import build_model, count_parameters
+
+log = logging.getLogger(__name__)
+SHARDINGS = ("ddp", "fsdp")
+
+
+class BatchSource(Protocol):
+    """What the loop needs from a loader: iteration plus a resumable position."""
+
+    def __iter__(self): ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200
+    batch_size: int = 8  # rows per rank per step
+    seq_len: int = 512  # tokens per row; the model reads seq_len - 1 of them
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 0  # 0: evaluate only at the end (when eval data is given)
+    eval_batches: int = 8
+    checkpoint_every: int = 0  # 0: only at the end
+    log_every: int = 1
+    seed: int = 0
+    sharding: str = "ddp"
+
+    def __post_init__(self):
+        checks = {
+            "steps >= 1": self.steps >= 1, "batch_size >= 1": self.batch_size >= 1,
+            "seq_len >= 2": self.seq_len >= 2, "lr > 0": self.lr > 0,
+            "0 <= min_lr_ratio <= 1": 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0": self.warmup_steps >= 0,
+            "grad_clip >= 0": self.grad_clip >= 0, "eval_every >= 0": self.eval_every >= 0,
+            "checkpoint_every >= 0": self.checkpoint_every >= 0, "log_every >= 1": self.log_every >= 1,
+            f"sharding in {SHARDINGS}": self.sharding in SHARDINGS,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError(f"invalid TrainConfig: need {', '.join(failed)}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of (0-based) step: linear warmup, then cosine down to min_lr_ratio·lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices except embedding tables."""
+    embedding_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.dim() >= 2 and id(p) not in embedding_params else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
+
+
+def wrap_model(model: torch.nn.Module, cfg: TrainConfig, rt: Runtime) -> torch.nn.Module:
+    """DDP or FSDP2 for world_size > 1; the model unchanged otherwise."""
+    if rt.world_size == 1:
+        return model
+    if cfg.sharding == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for module in model.modules():
+            if isinstance(module, TransformerBlock):
+                fully_shard(module)
+        return fully_shard(model)
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [torch.device(rt.device).index] if torch.device(rt.device).type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def train_step(model, optimizer, batch: dict, step: int, cfg: TrainConfig, rt: Runtime) -> dict:
+    """One optimizer step on this rank's rows; returns global metrics of the step."""
+    inputs = split_batch(batch, rt.device)
+    local_counts = [float(target_mask(inputs.targets).sum()), float((inputs.patch_lengths > 0).sum())]
+    count, patches = all_reduce_sum(local_counts, rt)
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with autocast(rt.device):
+        nats, _ = forward_sums(model, inputs)
+    (nats * (rt.world_size / max(count, 1.0))).backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    (total_nats,) = all_reduce_sum([float(nats.detach())], rt)
+    loss = total_nats / max(count, 1.0)
+    return {"step": step + 1, "loss": loss, "bpb": loss / math.log(2), "lr": lr_at(step, cfg),
+            "grad_norm": float(grad_norm), "bytes": int(count), "patches": int(patches)}
+
+
+class MetricsLog:
+    """Appends JSON lines to metrics.jsonl (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, enabled: bool):
+        self.path = Path(run_dir) / ckpt.METRICS_FILE
+        self.enabled = enabled
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate(self, step: int) -> None:
+        """Drop records after ``step`` (written by a run that crashed after its last checkpoint)."""
+        if self.enabled and self.path.is_file():
+            lines = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            ckpt.write_text_atomic(self.path, "".join(line + "\n" for line in lines))
+
+
+def write_run_file(run_dir: Path, model_config, cfg: TrainConfig, data: dict, rt: Runtime) -> None:
+    """Start a run directory (refusing one that already holds a run)."""
+    if (run_dir / ckpt.RUN_FILE).exists():
+        raise FileExistsError(f"{run_dir}: already holds a training run; resume it or choose another directory")
+    if rt.world_size > 1:
+        torch.distributed.barrier()  # every rank has checked before rank 0 writes
+    if rt.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"model": model_config.to_dict(), "train": cfg.to_dict(), "data": data}
+        ckpt.write_json_atomic(run_dir / ckpt.RUN_FILE, record)
+    if rt.world_size > 1:
+        torch.distributed.barrier()
+
+
+def _resume(run_dir: Path, model, optimizer, train_data: BatchSource, rt: Runtime) -> int:
+    """Restore the newest checkpoint; returns the number of steps already done (0 if none).
+
+    Same world size: each rank takes back its own loader and RNG state. Another world size:
+    every rank gets the list of all saved loader states (the shard loader merges them so no
+    token is lost or repeated) and a fresh RNG stream.
+    """
+    path = ckpt.latest_checkpoint(run_dir)
+    if path is None:
+        log.warning("%s: nothing to resume from, starting at step 0", run_dir)
+        return 0
+    trainer, rank_states = ckpt.load_training_state(path, model, optimizer)
+    if len(rank_states) == rt.world_size:
+        train_data.load_state_dict(rank_states[rt.rank]["loader"])
+        ckpt.set_rng_state(rank_states[rt.rank]["rng"])
+    else:
+        log.warning("%s: saved by %d ranks, resuming on %d (elastic: loader states merged)",
+                    path, len(rank_states), rt.world_size)
+        train_data.load_state_dict([state["loader"] for state in rank_states])
+    log.info("resumed from %s (step %d)", path, trainer["step"])
+    return int(trainer["step"])
+
+
+def _save(run_dir: Path, step: int, model, optimizer, train_data: BatchSource, rt: Runtime) -> None:
+    rank_state = {"loader": train_data.state_dict(), "rng": ckpt.rng_state()}
+    ckpt.save_checkpoint(run_dir, step, model, optimizer, {"step": step}, rank_state, rt.rank, rt.world_size)
+
+
+def train(model_config, cfg: TrainConfig, train_data: BatchSource, run_dir: str | Path, rt: Runtime = Runtime(),
+          *, eval_data: Callable[[], Iterable[dict]] | None = None, resume: bool = False,
+          on_step: Callable[[dict], None] | None = None, data_info: dict | None = None,
+          mean_patch: float = 4.5) -> list[dict]:
+    """Train for ``cfg.steps`` steps (continuing a saved run with ``resume``); returns the logged records.
+
+    ``eval_data`` makes a fresh iterable of this rank's held-out batches each time it is
+    called; ``on_step`` receives every step's metrics (on every rank).
+    """
+    run_dir = Path(run_dir)
+    if not resume:
+        write_run_file(run_dir, model_config, cfg, data_info or {}, rt)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = wrap_model(build_model(model_config).to(rt.device), cfg, rt)
+    optimizer = make_optimizer(model, cfg)
+    log.info("%s", describe_model(model_config, cfg.seq_len, mean_patch))
+    torch.manual_seed(cfg.seed + 1 + rt.rank)  # per-rank stream (replaced by the saved one on resume)
+    start = _resume(run_dir, model, optimizer, train_data, rt) if resume else 0
+    metrics, records = MetricsLog(run_dir, rt.rank == 0), []
+    metrics.truncate(start)
+    batches = iter(train_data)
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        model.train()
+        record = {**train_step(model, optimizer, next(batches), step, cfg, rt), "seconds": time.perf_counter() - t0}
+        if eval_data is not None and _due(step + 1, cfg.eval_every, cfg.steps):
+            record["eval"] = evaluate(model, eval_data(), rt.device, cfg.eval_batches, world_size=rt.world_size)
+        if (step + 1) % cfg.log_every == 0 or "eval" in record or step + 1 == cfg.steps:
+            metrics.write(record)
+            records.append(record)
+        if on_step:
+            on_step(record)
+        if _due(step + 1, cfg.checkpoint_every, cfg.steps):
+            _save(run_dir, step + 1, model, optimizer, train_data, rt)
+    return records
+
+
+def _due(done: int, every: int, total: int) -> bool:
+    return done == total or (every > 0 and done % every == 0)
+
+
+def describe_model(model_config, seq_len: int, mean_patch: float = 4.5) -> str:
+    """One line: parameter counts and FLOPs per byte (printed at the start of training)."""
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        model = build_model(model_config)
+    flops = flops_per_byte(model_config, seq_len - 1, mean_patch)
+    return (f"model {model.config.kind}: {count_parameters(model) / 1e6:.2f}M parameters "
+            f"({count_parameters(model, embeddings=False) / 1e6:.2f}M without embedding tables); "
+            f"{flops.summary()}" + (f" at mean patch {mean_patch:.2f}" if model.config.kind == "blt" else ""))

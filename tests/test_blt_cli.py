@@ -1,0 +1,101 @@
+"""`bltdata train / eval / generate` on small shard sets written in the test (real loader)."""
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bltdata import shards
+from bltdata.cli.main import main
+from bltdata.patching import PatcherConfig, patch_lengths
+
+SPACE = PatcherConfig(mode="space", max_patch_length=8)
+WORDS = b"the byte latent transformer reads patches of bytes and predicts the next byte".split()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_shards(out, n_docs, seed, patcher=SPACE):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True)
+    writer = shards.ShardWriter(out / "part-00000.parquet", patcher=patcher.to_dict(), row_group_bytes=2000)
+    for i in range(n_docs):
+        data = b" ".join(WORDS[j] for j in rng.integers(0, len(WORDS), size=int(rng.integers(4, 40))))
+        writer.add(f"doc-{i}", "synthetic", data, patch_lengths(SPACE, data))
+    shards.write_manifest(out, {"test": True}, [writer.close()], 0, patcher=patcher.to_dict())
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("blt_cli")
+    return write_shards(root / "train", 300, 0), write_shards(root / "heldout", 40, 1), root
+
+
+def invoke(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def train_args(corpus, run, steps=6, *extra):
+    train_dir, heldout, _ = corpus
+    return ["train", "--data", train_dir, "--eval-data", heldout, "-o", run, "--preset", "debug",
+            "--steps", steps, "--seq-len", 65, "--batch-size", 2, "--checkpoint-every", 3, "--eval-batches", 2,
+            "--device", "cpu", *extra]
+
+
+def metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_eval_generate_and_resume(corpus, tmp_path):
+    run = tmp_path / "run"
+    result = invoke(*train_args(corpus, run))
+    assert result.exit_code == 0, result.output
+    assert "FLOPs/byte" in result.output and "held-out" in result.output
+    full = metrics(run)
+    assert [r["step"] for r in full] == [1, 2, 3, 4, 5, 6] and full[-1]["eval"]["bytes"] > 0
+
+    # resume from step 3 (drop the last checkpoint): the loss curve continues identically
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.rmtree(resumed / "checkpoints" / "step_00000006")
+    (resumed / "checkpoints" / "latest").write_text("step_00000003\n")
+    assert invoke("train", "-o", resumed, "--resume").exit_code == 0
+    assert [r["loss"] for r in metrics(resumed)] == [r["loss"] for r in full]  # records 4-6 replaced
+    again = invoke(*train_args(corpus, run))
+    assert again.exit_code == 1 and "already holds a training run" in again.output
+
+    out = invoke("eval", run, "--data", corpus[1], "--json", "--device", "cpu")
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["bytes"] > 0 and 0 < report["bpb"] < 9 and report["eos_counted"] is True
+
+    gen = invoke("generate", run, "--prompt", "the byte", "--max-bytes", 5, "--device", "cpu")
+    assert gen.exit_code == 0, gen.output
+    assert gen.output.startswith("the byte") and "bytes generated" in gen.output
+
+
+def test_errors_name_the_problem(corpus, tmp_path):
+    missing = invoke("train", "--data", tmp_path / "nope", "-o", tmp_path / "r", "--steps", 1)
+    assert missing.exit_code == 1 and "nope" in missing.output
+    assert invoke("train", "-o", tmp_path / "r2").exit_code == 2  # --data is required
+    not_a_run = invoke("eval", tmp_path, "--data", corpus[1])
+    assert not_a_run.exit_code == 1 and "run.json" in not_a_run.output
+
+
+def test_every_command_has_an_example_and_presets_match():
+    from bltdata.blt.config import PRESETS
+    from bltdata.cli.train import COMMANDS, PRESET_NAMES
+
+    assert tuple(PRESETS) == PRESET_NAMES
+    assert len(COMMANDS) == 3 and all("Example:" in c.help for c in COMMANDS)
