@@ -1,0 +1,99 @@
+"""End-to-end `bltdata patch` throughput beside the bare inference engine, same docs and model.
+
+Builds a corpus of `--mb` MB from the embedded default corpus (repeated with varied ids when
+the slice is smaller than asked), then, in one run:
+  1. the bare engine: read the documents in Python and `EntropyEngine.score` them;
+  2. the Beam pipeline with 1 worker (FnApiRunner), entropy mode, default options;
+  3. the Beam pipeline with 2 workers (multi-processing), on the corpus split in 4 files.
+Prints bytes/s of each, the pipeline/engine ratio (target ≥ 0.8 at 1 worker) and the 2-worker
+speed-up. Usage:
+
+    python benchmarks/bench_pipeline.py --mb 20 [--model default] [--batch-bytes 65536]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_corpus(directory: Path, total_bytes: int, files: int) -> tuple[list[Path], int]:
+    from bltdata.corpus import default_corpus_files
+
+    items = default_corpus_files()
+    docs, size, round_ = [], 0, 0
+    while size < total_bytes:
+        for source, data in items:
+            text = data.decode("utf-8")
+            docs.append(json.dumps({"id": f"{round_}:{source}", "text": text}))
+            size += len(data)
+            if size >= total_bytes:
+                break
+        round_ += 1
+    paths = []
+    for i in range(files):
+        path = directory / f"part-{i}.jsonl"
+        path.write_text("\n".join(docs[i::files]) + "\n")
+        paths.append(path)
+    return paths, size
+
+
+def bench_engine(paths, model: str, batch_bytes: int) -> float:
+    from bltdata import readers
+    from bltdata.entropy.checkpoint import load_checkpoint
+    from bltdata.entropy.engine import EntropyEngine
+
+    engine = EntropyEngine(load_checkpoint(model), batch_bytes=batch_bytes)
+    started = time.perf_counter()
+    total = 0
+    for f in readers.list_inputs([str(p) for p in paths]):
+        docs = [r.data for r in readers.read_input(f) if isinstance(r, readers.Document)]
+        engine.score(docs)
+        total += sum(len(d) for d in docs)
+    return total / (time.perf_counter() - started)
+
+
+def bench_pipeline(paths, out: Path, model: str, batch_bytes: int, workers: int) -> float:
+    from bltdata.pipelines import patch as pipeline
+
+    job = pipeline.PatchJob(inputs=[str(p) for p in paths], output=str(out), model=model, batch_bytes=batch_bytes)
+    prepared = pipeline.prepare(job)
+    started = time.perf_counter()
+    result, _ = pipeline.run_job(job, workers=workers, prepared=prepared)
+    elapsed = time.perf_counter() - started
+    return pipeline.metric_totals(result)["bytes"] / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=float, default=20.0)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--batch-bytes", type=int, default=1 << 16)
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary directory.")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bltdata-bench-"))
+    try:
+        paths, size = build_corpus(work, int(args.mb * 1e6), files=4)
+        print(f"corpus: {size / 1e6:.1f} MB in {len(paths)} files; model {args.model}; "
+              f"batch {args.batch_bytes} tokens; {os.cpu_count()} CPUs")
+        engine = bench_engine(paths, args.model, args.batch_bytes)
+        one = bench_pipeline(paths, work / "out1", args.model, args.batch_bytes, workers=1)
+        two = bench_pipeline(paths, work / "out2", args.model, args.batch_bytes, workers=2)
+        same = sorted(p.read_bytes() for p in (work / "out1").glob("*.parquet")) == \
+            sorted(p.read_bytes() for p in (work / "out2").glob("*.parquet"))
+        print(f"{'what':<28}{'MB/s':>10}")
+        print(f"{'bare engine':<28}{engine / 1e6:>10.3f}")
+        print(f"{'bltdata patch, 1 worker':<28}{one / 1e6:>10.3f}   ({one / engine:.0%} of the engine)")
+        print(f"{'bltdata patch, 2 workers':<28}{two / 1e6:>10.3f}   ({two / one:.2f}x 1 worker)")
+        print(f"shards identical between 1 and 2 workers: {same}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
