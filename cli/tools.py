@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import click
@@ -108,7 +109,7 @@ def show(path, index, doc_id, show_entropies, color, max_bytes, width, as_json):
     if as_json:
         return _show_json(location, row)
     data, lengths = _truncate(row["bytes"], row["patch_lengths"], max_bytes)
-    color = click.get_text_stream("stdout").isatty() if color is None else color
+    color = sys.stdout.isatty() if color is None else color
     click.echo(_show_header(location, row, len(data)), color=color)
     body = render(data, lengths, color=color, entropies=row.get("entropies") if show_entropies else None,
                   threshold=_threshold_of(location), width=width)

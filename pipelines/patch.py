@@ -24,14 +24,13 @@ import argparse
 import dataclasses
 import io
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers

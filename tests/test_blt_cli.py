@@ -3,7 +3,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from bltdata import shards
@@ -12,14 +11,6 @@ from bltdata.patching import PatcherConfig, patch_lengths
 
 SPACE = PatcherConfig(mode="space", max_patch_length=8)
 WORDS = b"the byte latent transformer reads patches of bytes and predicts the next byte".split()
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_shards(out, n_docs, seed, patcher=SPACE):

@@ -13,15 +13,6 @@ CONFIG = BLTConfig(dim_local=32, n_heads_local=2, n_heads_cross=2, dim_global=64
                    n_layers_global=1, n_layers_decoder=1, local_window=16, hash_table_size=257)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread: on a small shared machine OpenMP spin-waiting makes 2 threads far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)

@@ -14,15 +14,6 @@ SMALL = dict(dim_local=32, n_heads_local=2, n_heads_cross=2, dim_global=64, n_he
              local_window=8, hash_table_size=97)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread: on a small shared machine OpenMP spin-waiting makes 2 threads far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small_blt(**overrides) -> BLT:
     torch.manual_seed(0)
     return BLT(BLTConfig(**{**SMALL, **overrides})).eval()

@@ -17,14 +17,6 @@ from bltdata.entropy.checkpoint import (
 from bltdata.entropy.model import EntropyModel, tiny
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_round_trip_is_bit_exact(tmp_path):
     model = EntropyModel(tiny())
     save_checkpoint(model, tmp_path / "m", preset="tiny", name="unit")

@@ -11,14 +11,6 @@ from bltdata.entropy.checkpoint import save_checkpoint
 from bltdata.entropy.model import EntropyModel, tiny
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def model_dir(tmp_path):
     model = EntropyModel(tiny())

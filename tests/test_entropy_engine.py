@@ -12,14 +12,6 @@ from bltdata.ids import EOS_ID, bytes_to_ids
 TOLERANCE = 1e-4  # nats, fp32 on CPU
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     model = EntropyModel(tiny()).eval()

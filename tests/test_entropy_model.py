@@ -13,15 +13,6 @@ from bltdata.entropy.model import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the test machine's cores are shared, and OpenMP spinning is slow there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(**overrides) -> EntropyModel:
     config = EntropyModelConfig(**{**tiny().to_dict(), **overrides})
     model = EntropyModel(config).eval()

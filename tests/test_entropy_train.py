@@ -19,14 +19,6 @@ from bltdata.entropy.train import (
 from bltdata.ids import BOS_ID, EOS_ID
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _corpus(tmp_path, n_docs=120, seed=0):
     """A jsonl corpus of small, very regular documents (a model learns them in a few steps)."""
     rng = np.random.default_rng(seed)
