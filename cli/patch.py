@@ -34,8 +34,8 @@ def _split_beam_args(arguments):
 @click.option("--id-field", default="id", show_default=True, help="JSON/Parquet field holding the id.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes (FnApiRunner multi-processing).")
-@click.option("--batch-bytes", type=click.IntRange(min=1), default=1 << 16, show_default=True,
-              help="Tokens per entropy-model forward pass, padding included.")
+@click.option("--batch-bytes", type=click.IntRange(min=1),
+              help="Positions per entropy-model forward pass, padding included [default: 4096 on CPU, 262144 on CUDA].")
 @click.option("--shard-bytes", type=click.IntRange(min=1), default=256 << 20, show_default=True,
               help="Document bytes per shard (a shard never mixes input files).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

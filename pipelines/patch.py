@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "bltdata"
 DEFAULT_RUNNER = "FnApiRunner"
-DEFAULT_BATCH_BYTES = 1 << 16
 WORK_UNIT_BYTES = 1 << 20  # document bytes per DocBatch (one RunInference element)
 DEFAULT_SHARD_BYTES = 256 << 20
 DEFAULT_CALIBRATION_BYTES = 2 << 20
@@ -62,7 +61,7 @@ class PatchJob:
     store_entropies: bool = False
     text_field: str = readers.DEFAULT_TEXT_FIELD
     id_field: str = readers.DEFAULT_ID_FIELD
-    batch_bytes: int = DEFAULT_BATCH_BYTES
+    batch_bytes: int | None = None  # engine positions per forward pass (None: the engine's device default)
     shard_bytes: int = DEFAULT_SHARD_BYTES
     calibration_bytes: int = DEFAULT_CALIBRATION_BYTES
     device: str = "auto"
@@ -77,7 +76,7 @@ class PatchJob:
             raise ValueError(f"--target-patch-size calibrates θ of the entropy/monotonic modes, not {self.mode!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        if self.batch_bytes < 1 or self.shard_bytes < 1:
+        if (self.batch_bytes is not None and self.batch_bytes < 1) or self.shard_bytes < 1:
             raise ValueError("--batch-bytes and --shard-bytes must be positive")
 
     @property
@@ -139,7 +138,7 @@ class ReadDocumentBatches(beam.DoFn):
             documents = self._documents(records, rejects, counts, progress, counter)
             started = time.perf_counter()
             for batch in batching.iter_doc_batches(documents, source=input_file.source,
-                                                   batch_bytes=max(self.job.batch_bytes, WORK_UNIT_BYTES),
+                                                   batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
                                                    shard_bytes=self.job.shard_bytes):
                 self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
                 if batch.last_in_file:
@@ -474,7 +473,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
     parser.add_argument("--store-entropies", action="store_true")
     parser.add_argument("--text-field", default=readers.DEFAULT_TEXT_FIELD)
     parser.add_argument("--id-field", default=readers.DEFAULT_ID_FIELD)
-    parser.add_argument("--batch-bytes", type=int, default=DEFAULT_BATCH_BYTES)
+    parser.add_argument("--batch-bytes", type=int)
     parser.add_argument("--shard-bytes", type=int, default=DEFAULT_SHARD_BYTES)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--workers", type=int, default=1)
