@@ -430,6 +430,8 @@ def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | No
         args.append(f"--runner={chosen}")
     if chosen in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner") and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+        if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
+            args.append("--default_sdk_harness_log_level=WARNING")  # worker processes log INFO otherwise
     return PipelineOptions(args, save_main_session=False)
 
 
