@@ -1,0 +1,33 @@
+"""Device handling: CUDA is asserted when asked for, and the CUDA engine agrees with the CPU one."""
+import numpy as np
+import pytest
+import torch
+
+from bltdata.entropy.engine import EntropyEngine
+from bltdata.entropy.model import EntropyModel, tiny
+from bltdata.pipelines.patch import EntropyModelHandler, resolve_device
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_requested_without_cuda_fails_loudly(tmp_path):
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        resolve_device("cuda")
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        EntropyModelHandler("default", device="cuda", batch_bytes=None).load_model()
+    assert resolve_device("auto") == "cpu"
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_bf16_engine_matches_cpu():
+    model = EntropyModel(tiny())
+    model.reset_parameters(seed=0)
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 3000, size=40)]
+    cpu = EntropyEngine(model, device="cpu").score(docs)
+    gpu = EntropyEngine(model, device="cuda").score(docs)
+    assert len(gpu) == len(docs)
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(cpu, gpu))
+    assert worst < 0.1, worst  # bf16 autocast vs fp32
