@@ -29,6 +29,13 @@ def main(verbose: int):
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_gcp_client_notice)
+
+
+def _drop_gcp_client_notice(record: logging.LogRecord) -> bool:
+    """Beam warns on import that the optional Google Cloud clients are absent; only Dataflow needs them."""
+    return not record.getMessage().startswith("apitools not found")
 
 
 # Command registration: one line per command module (keep sorted by module name).

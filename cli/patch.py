@@ -130,7 +130,7 @@ def _print_summary(summary):
         f"this run          {c.get('documents', 0):,} documents, {processed:,} bytes, "
         f"{c.get('patches', 0):,} patches, {c.get('rejected', 0):,} rejected "
         f"({summary['skipped']} input(s) already done, skipped)",
-        f"wall time         {wall:.1f} s ({processed / wall / 1e6:.3f} MB/s of document bytes)",
+        f"pipeline time     {wall:.1f} s ({processed / wall / 1e6:.3f} MB/s of document bytes)",
         f"dataset           {t['shards']:,} shards, {t['documents']:,} documents, {t['bytes']:,} bytes, "
         f"{t['patches']:,} patches, {t['rejected']:,} rejected",
         f"mean patch        {mean:.3f} bytes (mode {summary['mode']}, θ {summary['threshold']:.6f})",
