@@ -189,3 +189,16 @@ def test_directory_checks(shard_dir):
 def test_no_manifest(tmp_path):
     problems = shards.validate(tmp_path)
     assert len(problems) == 1 and "manifest.json" in problems[0].file
+
+
+def test_readable_by_duckdb_and_hf_datasets(shard_dir):
+    """Optional readers (not dependencies): skipped where they are not installed."""
+    directory, docs, info = shard_dir
+    path = str(directory / info.file)
+    duckdb = pytest.importorskip("duckdb")
+    rows, total, sums = duckdb.sql(
+        f"select count(*), sum(num_bytes), sum(list_sum(patch_lengths)) from read_parquet('{path}')").fetchall()[0]
+    assert rows == len(docs) and total == info.bytes and sums == info.bytes
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset("parquet", data_files=[path], split="train", cache_dir=str(directory / ".hf"))
+    assert len(loaded) == len(docs) and loaded[3]["bytes"] == docs[3][2]
