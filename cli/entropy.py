@@ -8,13 +8,12 @@ _COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
 
 
 def _device(name: str) -> str:
-    import torch
+    from bltdata.device import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: CUDA is not available here")
-    return name
+    try:
+        return resolve_device(name)
+    except RuntimeError as err:
+        raise click.UsageError(str(err)) from None
 
 
 def _load_model(model_dir: str, device: str):
@@ -42,10 +41,9 @@ threads_option = click.option("--threads", type=click.IntRange(min=1),
 
 
 def _set_threads(threads) -> None:
-    if threads:
-        import torch
+    from bltdata.device import set_threads
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 @click.group("entropy")

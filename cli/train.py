@@ -12,20 +12,21 @@ PRESET_NAMES = ("debug", "blt-1b", "byte-debug")  # = bltdata.blt.config.PRESETS
 
 
 def _device(name: str) -> str | None:
-    import torch
+    """None for `auto` (training then picks cuda:LOCAL_RANK or cpu itself), else the checked device."""
+    from bltdata.device import resolve_device
 
     if name == "auto":
         return None
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: CUDA is not available here")
-    return name
+    try:
+        return resolve_device(name)
+    except RuntimeError as err:
+        raise click.UsageError(str(err)) from None
 
 
 def _set_threads(threads) -> None:
-    if threads:
-        import torch
+    from bltdata.device import set_threads
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 device_option = click.option("--device", default="auto", show_default=True,
@@ -216,9 +217,9 @@ def eval_(run_dir, data, batch_size, seq_len, max_batches, as_json, device, thre
 
 
 def _auto_device() -> str:
-    import torch
+    from bltdata.device import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return resolve_device("auto")
 
 
 @click.command("generate")

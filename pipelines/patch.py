@@ -34,6 +34,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers
+from bltdata.device import resolve_device, set_threads
 from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
 
 log = logging.getLogger(__name__)
@@ -202,13 +203,10 @@ class EntropyModelHandler(ModelHandler):
         self.model, self.device, self.batch_bytes, self.threads = model, device, batch_bytes, threads
 
     def load_model(self):
-        import torch
-
         from bltdata.entropy.checkpoint import load_checkpoint
         from bltdata.entropy.engine import EntropyEngine
 
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        set_threads(self.threads)
         device = resolve_device(self.device)
         model = load_checkpoint(self.model, device=device)
         return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes)
@@ -226,17 +224,6 @@ class EntropyModelHandler(ModelHandler):
 
     def get_metrics_namespace(self) -> str:
         return "bltdata_inference"
-
-
-def resolve_device(device: str) -> str:
-    """`auto` → cuda when usable, else cpu; `cuda` fails loudly when CUDA is not usable."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but CUDA is not available on this worker")
-    return device
 
 
 class PatchBatches(beam.DoFn):
@@ -386,37 +373,19 @@ def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict
 
 def calibrate(job: PatchJob, files: list[readers.InputFile]) -> float:
     """θ giving mean patch length ≈ target, from the first `calibration_bytes` of the corpus."""
-    import numpy as np
-
+    from bltdata.entropy.calibrate import calibrate_from_documents
     from bltdata.entropy.checkpoint import load_checkpoint
     from bltdata.entropy.engine import EntropyEngine
-    from bltdata.patching import calibrate_threshold
 
-    sample = _sample_documents(files, job)
+    set_threads(job.threads)
     device = resolve_device(job.device)
     engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes)
-    entropies = engine.score(sample)
-    offsets = np.zeros(len(sample) + 1, dtype=np.int64)
-    np.cumsum([len(d) for d in sample], out=offsets[1:])
-    flat = np.concatenate([h[: len(d)] for h, d in zip(entropies, sample)])
-    theta = calibrate_threshold(flat, offsets, job.target_patch_size, job.patcher(None))
-    log.info("calibrated threshold %.6f for a mean patch of %.2f bytes on %d bytes", theta,
-             job.target_patch_size, int(offsets[-1]))
+    documents = (record.data for f in files
+                 for record in readers.read_input(f, text_field=job.text_field, id_field=job.id_field)
+                 if isinstance(record, readers.Document))
+    theta, _ = calibrate_from_documents(engine, documents, job.target_patch_size, job.patcher(None),
+                                        max_bytes=job.calibration_bytes)
     return theta
-
-
-def _sample_documents(files, job: PatchJob) -> list[bytes]:
-    sample, total = [], 0
-    for f in files:
-        for record in readers.read_input(f, text_field=job.text_field, id_field=job.id_field):
-            if isinstance(record, readers.Document) and record.data:
-                sample.append(record.data)
-                total += len(record.data)
-                if total >= job.calibration_bytes:
-                    return sample
-    if not sample:
-        raise ValueError("no documents to calibrate the threshold on")
-    return sample
 
 
 def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None) -> PipelineOptions:
