@@ -133,7 +133,8 @@ def _print_summary(summary):
         f"pipeline time     {wall:.1f} s ({processed / wall / 1e6:.3f} MB/s of document bytes)",
         f"dataset           {t['shards']:,} shards, {t['documents']:,} documents, {t['bytes']:,} bytes, "
         f"{t['patches']:,} patches, {t['rejected']:,} rejected",
-        f"mean patch        {mean:.3f} bytes (mode {summary['mode']}, θ {summary['threshold']:.6f})",
+        f"mean patch        {mean:.3f} bytes (mode {summary['mode']}"
+        + (f", θ {summary['threshold']:.6f})" if summary["mode"] in ("entropy", "monotonic") else ")"),
     ]
     click.echo("\n".join(lines))
 
