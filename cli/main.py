@@ -30,12 +30,16 @@ def main(verbose: int):
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_drop_gcp_client_notice)
+        handler.addFilter(_drop_beam_noise)
 
 
-def _drop_gcp_client_notice(record: logging.LogRecord) -> bool:
-    """Beam warns on import that the optional Google Cloud clients are absent; only Dataflow needs them."""
-    return not record.getMessage().startswith("apitools not found")
+# Notices Beam logs on every local run that say nothing about the job: the optional Google
+# Cloud clients are absent (only Dataflow needs them), and memory use cannot be sampled.
+_BEAM_NOISE = ("apitools not found", "Resource module is not available")
+
+
+def _drop_beam_noise(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(_BEAM_NOISE)
 
 
 # Command registration: one line per command module (keep sorted by module name).
