@@ -8,6 +8,8 @@ local temporary file and then uploaded, since Parquet writing wants a seekable l
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import posixpath
 import re
@@ -88,6 +90,20 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str, obj, *, indent: int = 2) -> None:
+    """`obj` as sorted, indented JSON with a final newline, written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=True) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """sha256 (hex) of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def publish(local_file: str, final: str) -> None:

@@ -157,7 +157,7 @@ class ProgressFile:
         if self.enabled and (force or now - self._last >= self.interval):
             self._last = now
             payload = json.dumps({"documents": documents, "bytes": bytes_, "raw_bytes": raw_bytes})
-            shards.write_text_atomic(self.path, payload)
+            fs.write_text_atomic(str(self.path), payload)
 
 
 def read_progress(out_dir: str | os.PathLike) -> dict:

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bltdata import __version__, fs
+from bltdata.fs import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ def shard_metadata(patcher: dict, entropy_model: dict | None) -> dict[bytes, byt
         META_ENTROPY_MODEL: _canonical_json(entropy_model).encode(),
         META_VERSION: __version__.encode(),
     }
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def temporary_path(final: Path) -> Path:
@@ -299,11 +292,6 @@ def write_manifest(out_dir: str | os.PathLike, params: dict, shards: list[ShardI
     fs.write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     manifest.path = None if fs.is_remote(path) else Path(path)
     return manifest
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file under a temporary name, then rename it (local or remote)."""
-    fs.write_text_atomic(str(path), text)
 
 
 def manifest_path(path: str | os.PathLike) -> Path:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bltdata import fs
 from bltdata.blt.config import config_from_dict
 from bltdata.blt.model import build_model
 
@@ -44,16 +45,6 @@ def step_name(step: int) -> str:
 
 def rank_file(rank: int) -> str:
     return f"rank_{rank:05d}.pt"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_run(run_dir: str | os.PathLike) -> dict:
@@ -109,7 +100,7 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer: dict, r
     if rank == 0:
         torch.save(model_state, staging / "model.pt")
         torch.save(optim_state, staging / "optimizer.pt")
-        write_json_atomic(staging / "trainer.json", {**trainer, "world_size": world_size})
+        fs.write_json_atomic(str(staging / "trainer.json"), {**trainer, "world_size": world_size})
     _barrier(world_size)
     if rank == 0:
         shutil.rmtree(final, ignore_errors=True)

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Protocol
 
 import torch
 
+from bltdata import fs
 from bltdata.blt import checkpoint as ckpt
 from bltdata.blt.distributed import Runtime, all_reduce_sum, autocast
 from bltdata.blt.evaluate import evaluate
@@ -153,7 +154,7 @@ class MetricsLog:
         """Drop records after ``step`` (written by a run that crashed after its last checkpoint)."""
         if self.enabled and self.path.is_file():
             lines = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            ckpt.write_text_atomic(self.path, "".join(line + "\n" for line in lines))
+            fs.write_text_atomic(str(self.path), "".join(line + "\n" for line in lines))
 
 
 def write_run_file(run_dir: Path, model_config, cfg: TrainConfig, data: dict, rt: Runtime) -> None:
@@ -165,7 +166,7 @@ def write_run_file(run_dir: Path, model_config, cfg: TrainConfig, data: dict, rt
     if rt.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {"model": model_config.to_dict(), "train": cfg.to_dict(), "data": data}
-        ckpt.write_json_atomic(run_dir / ckpt.RUN_FILE, record)
+        fs.write_json_atomic(str(run_dir / ckpt.RUN_FILE), record)
     if rt.world_size > 1:
         torch.distributed.barrier()
 

@@ -14,7 +14,6 @@ and ``w1``/``w3`` (gate/up) into our fused ``gate_up``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bltdata import fs
 from bltdata.entropy.model import EntropyModel, EntropyModelConfig
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def save_checkpoint(model: EntropyModel, directory: str | os.PathLike, *, preset
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "name": name or directory.resolve().name,
             "preset": preset, "dtype": str(next(iter(tensors.values())).dtype).removeprefix("torch."),
             "model": model.config.to_dict()}
-    write_json_atomic(directory / CONFIG_FILE, meta)
+    fs.write_json_atomic(str(directory / CONFIG_FILE), meta)
     return directory
 
 
@@ -95,15 +95,7 @@ def checkpoint_metadata(directory: str | os.PathLike) -> dict:
     directory = resolve_model_dir(directory)
     meta = read_config(directory)
     return {"name": meta.get("name") or directory.name, "preset": meta.get("preset"),
-            "sha256": file_sha256(directory / WEIGHTS_FILE)}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+            "sha256": fs.sha256_file(directory / WEIGHTS_FILE)}
 
 
 def _check_state_keys(model: torch.nn.Module, state: dict, source: Path) -> None:
@@ -115,12 +107,6 @@ def _check_state_keys(model: torch.nn.Module, state: dict, source: Path) -> None
         if tuple(tensor.shape) != tuple(expected[key].shape):
             raise ValueError(f"{source}: {key} has shape {tuple(tensor.shape)}, "
                              f"expected {tuple(expected[key].shape)}")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 # --- the reference checkpoint layout -------------------------------------------------------

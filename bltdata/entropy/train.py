@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bltdata.entropy.checkpoint import write_json_atomic, save_checkpoint
+from bltdata.entropy.checkpoint import save_checkpoint
+from bltdata.fs import write_json_atomic
 from bltdata.entropy.engine import EntropyEngine
 from bltdata.entropy.model import EntropyModel, preset as preset_config
 from bltdata.ids import BOS_ID, EOS_ID, OFFSET
@@ -306,4 +307,4 @@ def _save_run(run: TrainRun, command: str | None, corpus: dict, timing: dict) ->
     log = {"command": command, "config": dataclasses.asdict(run.config), "step": run.step,
            "heldout_bpb": run.history[-1]["heldout_bpb"], "corpus": corpus, "history": run.history,
            **timing, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    write_json_atomic(out / TRAINING_LOG_FILE, log)
+    write_json_atomic(str(out / TRAINING_LOG_FILE), log)

@@ -42,12 +42,12 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from bltdata import __version__
+from bltdata import __version__, fs
 from bltdata.inspect.columns import list_flat
 from bltdata.inspect.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
 from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, patch_batch
 from bltdata.shards import (ShardInfo, ShardWriter, manifest_path, open_shard, read_manifest, read_metadata,
-                            shard_files, write_manifest, write_rejects, write_text_atomic)
+                            shard_files, write_manifest, write_rejects)
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def export_blt_arrow(src, out_dir, *, name: str = "bltdata", chunks: int = 1,
     summary["out"] = out.name
     if manifest_path(src).exists():
         summary["source_fingerprint"] = read_manifest(src).fingerprint
-    write_text_atomic(out / EXPORT_SUMMARY, json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    fs.write_json_atomic(str(out / EXPORT_SUMMARY), summary, indent=1)
     return result
 
 
