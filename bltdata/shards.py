@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bltdata import __version__, fs
+from bltdata.arrow import binary_flat, list_flat
 from bltdata.fs import sha256_file
 
 log = logging.getLogger(__name__)
@@ -495,11 +496,10 @@ def _check_schema(name: str, schema: pa.Schema) -> list[Problem]:
 def _check_rows(name: str, table: pa.Table, first_row: int) -> list[Problem]:
     """Vectorised per-row invariants of one row group."""
     t = table.combine_chunks()
-    actual_bytes = pc.binary_length(t.column("bytes")).to_numpy(zero_copy_only=False).astype(np.int64)
+    actual_bytes = np.diff(binary_flat(t.column("bytes"))[1])
     num_bytes = t.column("num_bytes").to_numpy()
-    lists = t.column("patch_lengths").combine_chunks()
-    list_offsets = lists.offsets.to_numpy().astype(np.int64)
-    values = lists.values.to_numpy().astype(np.int64)
+    values, list_offsets = list_flat(t.column("patch_lengths"))
+    values = values.astype(np.int64)
     cumulative = np.concatenate([[0], np.cumsum(values)])
     sums = cumulative[list_offsets[1:]] - cumulative[list_offsets[:-1]]
     min_len = values.min() if len(values) else 1
@@ -509,9 +509,9 @@ def _check_rows(name: str, table: pa.Table, first_row: int) -> list[Problem]:
         owner = np.searchsorted(list_offsets, np.flatnonzero(values < 1), side="right") - 1
         bad[owner] = True
     if "entropies" in t.column_names:
-        ent = t.column("entropies").combine_chunks()
-        n_ent = np.diff(ent.offsets.to_numpy())
-        bad |= ent.is_null().to_numpy(zero_copy_only=False) | (n_ent != num_bytes + 1)
+        entropies = t.column("entropies")
+        n_ent = np.diff(list_flat(entropies)[1])
+        bad |= entropies.is_null().to_numpy(zero_copy_only=False) | (n_ent != num_bytes + 1)
     return [_row_problem(name, t, first_row, int(i), actual_bytes, num_bytes, sums, list_offsets, num_patches)
             for i in np.flatnonzero(bad)[:MAX_ROW_PROBLEMS]]
 

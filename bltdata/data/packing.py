@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 
 from bltdata.ids import BOS_ID, EOS_ID, OFFSET
 
@@ -29,31 +28,6 @@ TOKEN_DTYPE = np.int16
 
 
 # ----------------------------------------------------------------------------- arrow -> numpy
-
-
-def binary_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(flat uint8 data, int64 offsets starting at 0) of a binary / large_binary array."""
-    offset_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=offset_type)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
-    if bufs[2] is None or len(arr) == 0:
-        return np.zeros(0, dtype=np.uint8), np.zeros(len(arr) + 1, dtype=np.int64)
-    data = np.frombuffer(bufs[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    return data, offsets - offsets[0]
-
-
-def list_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(flat int32 values, int64 offsets starting at 0) of a list<int32> array.
-
-    Read from the Arrow buffers directly: `Array.to_numpy` would import pandas (~0.3 s) on
-    the first batch of every worker.
-    """
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
-    child = arr.values
-    if len(offsets) == 0 or child.buffers()[1] is None:
-        return np.zeros(0, dtype=np.int32), np.zeros(len(arr) + 1, dtype=np.int64)
-    values = np.frombuffer(child.buffers()[1], dtype=np.int32)[child.offset:child.offset + len(child)]
-    return values[offsets[0]:offsets[-1]], offsets - offsets[0]
 
 
 # ----------------------------------------------------------------------------- documents -> stream

@@ -21,7 +21,8 @@ import pyarrow.parquet as pq
 
 from bltdata import shards
 from bltdata.data.order import EpochOrder, epoch_order, fingerprint_key, permutation
-from bltdata.data.packing import Fragment, binary_parts, list_parts
+from bltdata.arrow import binary_flat, list_flat
+from bltdata.data.packing import Fragment
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,8 @@ class Window:
         first = int(np.searchsorted(self.doc_offsets, start, side="right")) - 1
         last = int(np.searchsorted(self.doc_offsets, stop, side="left"))
         rows = _arrow_int64(self.order[first:last])
-        data, byte_offsets = binary_parts(self.data.take(rows))
-        packed, packed_offsets = binary_parts(self.patches.take(rows))
+        data, byte_offsets = binary_flat(self.data.take(rows))
+        packed, packed_offsets = binary_flat(self.patches.take(rows))
         base = int(self.doc_offsets[first])
         return Fragment.from_documents(data, byte_offsets, packed.view(np.int32), packed_offsets // 4,
                                        skip=start - base, stop=stop - base, start=global_start, seam=seam,
@@ -74,7 +75,7 @@ def _arrow_int64(values: np.ndarray) -> pa.Array:
 
 def _lists_as_binary(lists: pa.Array) -> pa.Array:
     """A list<int32> column as a binary column of the same rows (4 bytes per value)."""
-    values, offsets = list_parts(lists)
+    values, offsets = list_flat(lists)
     byte_offsets = (offsets * 4).astype(np.int32)
     return pa.Array.from_buffers(pa.binary(), len(lists), [None, pa.py_buffer(byte_offsets),
                                                             pa.py_buffer(np.ascontiguousarray(values))])
@@ -154,7 +155,7 @@ class ManifestSource:
         table = self._open(shard).read_row_group(index, columns=READ_COLUMNS, use_threads=self.use_threads)
         data = table.column("bytes").combine_chunks()
         patches = table.column("patch_lengths").combine_chunks()
-        nbytes = int(binary_parts(data)[1][-1])
+        nbytes = int(binary_flat(data)[1][-1])
         if len(data) != self.row_group_rows[rg] or nbytes != self.row_group_bytes[rg]:
             shard_path = Path(self.path).parent / self.manifest.shards[shard].file
             raise ShardMismatchError(
@@ -168,7 +169,7 @@ class ManifestSource:
         parts = [self.read_row_group(int(rg)) for rg in groups]
         data = pa.concat_arrays([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         patches = _lists_as_binary(pa.concat_arrays([p[1] for p in parts]) if len(parts) > 1 else parts[0][1])
-        lengths = np.diff(binary_parts(data)[1]) + 2
+        lengths = np.diff(binary_flat(data)[1]) + 2
         order = (permutation(len(lengths), self.seed, fingerprint_key(self.fingerprint), e, j, 2) if self.shuffle
                  else np.arange(len(lengths), dtype=np.int64))
         doc_offsets = np.concatenate([[0], np.cumsum(lengths[order])]).astype(np.int64)

@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from bltdata import __version__, fs
-from bltdata.inspect.columns import list_flat
+from bltdata.arrow import list_flat
 from bltdata.inspect.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
 from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, patch_batch
 from bltdata.shards import (ShardInfo, ShardWriter, manifest_path, open_shard, read_manifest, read_metadata,

@@ -26,7 +26,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from bltdata.inspect.columns import binary_flat, drop_last_per_row, list_flat
+from bltdata.arrow import binary_flat, list_flat
+from bltdata.inspect.columns import drop_last_per_row
 from bltdata.patching import PatcherConfig, calibrate_threshold, patch_batch
 from bltdata.shards import (MANIFEST_NAME, REJECTED_DIR, ShardInfo, ShardWriter, manifest_path, open_shard,
                             read_manifest, read_metadata, write_manifest, write_rejects)
