@@ -3,13 +3,13 @@ import shlex
 
 import click
 
+from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
+
 PRESET_NAMES = ("tiny", "small", "paper-100m")
 _COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
 
 
 def _device(name: str) -> str:
-    from bltdata.device import resolve_device
-
     try:
         return resolve_device(name)
     except RuntimeError as err:
@@ -38,12 +38,6 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
                              show_default=True, help="Where the model runs.")
 threads_option = click.option("--threads", type=click.IntRange(min=1),
                               help="CPU threads for torch [default: torch's choice]. Use 1 on a busy machine.")
-
-
-def _set_threads(threads) -> None:
-    from bltdata.device import set_threads
-
-    set_threads(threads)
 
 
 @click.group("entropy")
@@ -94,7 +88,7 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
 
     from bltdata.entropy.train import TrainConfig, train_entropy_model
 
-    _set_threads(threads)
+    set_threads(threads)
     command = _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every,
                              eval_bytes, max_bytes, seed, threads)
     try:
@@ -164,7 +158,7 @@ def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_
         raise click.UsageError("give exactly one of --text and --file")
     if threshold is not None and target_patch_size is not None:
         raise click.UsageError("--threshold and --target-patch-size exclude each other")
-    _set_threads(threads)
+    set_threads(threads)
     data = text.encode("utf-8") if text is not None else open(file_, "rb").read()
     if not data:
         raise click.UsageError("nothing to score: the text is empty")
@@ -235,7 +229,7 @@ def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, samp
     from bltdata.entropy.engine import EntropyEngine
     from bltdata.patching import PatcherConfig
 
-    _set_threads(threads)
+    set_threads(threads)
     docs = _load_documents(inputs, max_bytes=sample_bytes)
     engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device))
     try:

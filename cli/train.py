@@ -8,25 +8,19 @@ import sys
 
 import click
 
+from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
+
 PRESET_NAMES = ("debug", "blt-1b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
 
 
 def _device(name: str) -> str | None:
     """None for `auto` (training then picks cuda:LOCAL_RANK or cpu itself), else the checked device."""
-    from bltdata.device import resolve_device
-
     if name == "auto":
         return None
     try:
         return resolve_device(name)
     except RuntimeError as err:
         raise click.UsageError(str(err)) from None
-
-
-def _set_threads(threads) -> None:
-    from bltdata.device import set_threads
-
-    set_threads(threads)
 
 
 device_option = click.option("--device", default="auto", show_default=True,
@@ -86,7 +80,7 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
     from bltdata.blt.data import manifest_summary, train_loader
     from bltdata.blt.distributed import runtime_from_env
 
-    _set_threads(threads)
+    set_threads(threads)
     if resume:
         data, preset_config, cfg = _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train)
     else:
@@ -199,7 +193,7 @@ def eval_(run_dir, data, batch_size, seq_len, max_batches, as_json, device, thre
     from bltdata.blt.distributed import Runtime
     from bltdata.blt.evaluate import evaluate
 
-    _set_threads(threads)
+    set_threads(threads)
     dev = _device(device) or _auto_device()
     try:
         model, run = load_model(run_dir, dev)
@@ -217,8 +211,6 @@ def eval_(run_dir, data, batch_size, seq_len, max_batches, as_json, device, thre
 
 
 def _auto_device() -> str:
-    from bltdata.device import resolve_device
-
     return resolve_device("auto")
 
 
@@ -248,7 +240,7 @@ def generate(run_dir, prompt, entropy_model, max_bytes, temperature, top_k, thre
     from bltdata.blt.checkpoint import load_model
     from bltdata.blt.generate import GenerationConfig, generate as run_generate
 
-    _set_threads(threads)
+    set_threads(threads)
     dev = _device(device) or _auto_device()
     try:
         model, run = load_model(run_dir, dev)
