@@ -15,6 +15,11 @@ few long documents (20–120 KB) holding ~30 % of the bytes. ``alone`` and ``pad
 random subset of documents until their time budget is spent; bytes/s counts real bytes only
 (per wall second, or per CPU second of this process with ``--cpu-time``).
 
+Roofline: each row also gives the useful model FLOP rate (matrix multiplies of the real
+positions, :func:`bltdata.entropy.model.forward_flops`; padding not counted) as a share of
+this machine's measured fp32 matrix-multiply peak (a 2048² ``torch.mm`` on the same threads).
+A method at x % of that peak cannot be sped up by more than 100/x by any batching.
+
 On CUDA it also measures ``paper-100m`` in bf16 and its model FLOP utilisation,
 2 · parameters · bytes/s ÷ peak.
 
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 
 from bltdata.entropy.engine import EntropyEngine, entropies_from_logits
-from bltdata.entropy.model import EntropyModel, KVCache, preset
+from bltdata.entropy.model import EntropyModel, KVCache, forward_flops, preset
 from bltdata.ids import bytes_to_ids
 
 REFERENCE_LEN = 8192
@@ -55,6 +60,24 @@ def make_corpus(kind: str, total_bytes: int, seed: int = 0) -> list[bytes]:
     return [text[s:s + n] for s, n in zip(starts, lengths)]
 
 
+def matmul_peak_gflops(device="cpu", n: int = 2048, dtype=torch.float32, repeats: int = 10) -> float:
+    """Best-of-``repeats`` rate of an n×n×n ``torch.mm`` (GFLOP/s): the machine's practical peak."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    best = float("inf")
+    for _ in range(repeats + 2):
+        _sync(device)
+        started = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best / 1e9
+
+
+def useful_flops(config, docs) -> float:
+    """Model FLOPs of scoring ``docs`` (n + 1 positions each), padding excluded."""
+    return sum(forward_flops(config, len(d) + 1) for d in docs)
+
+
 def run_engine(model, docs, device, batch_bytes, chunk_len, compile_model=False) -> dict:
     engine = EntropyEngine(model, device=device, batch_bytes=batch_bytes, chunk_len=chunk_len, compile=compile_model)
     engine.score(docs[:8])  # warm-up (and compilation)
@@ -65,7 +88,7 @@ def run_engine(model, docs, device, batch_bytes, chunk_len, compile_model=False)
     _sync(device)
     return {"bytes": engine.stats.bytes, "seconds": time.perf_counter() - started,
             "cpu_seconds": time.process_time() - cpu_started, "padding_waste": engine.stats.padding_waste,
-            "docs": len(docs)}
+            "docs": len(docs), "flops": useful_flops(model.config, docs)}
 
 
 def run_alone(model, docs, device, chunk_len, budget_s) -> dict:
@@ -82,7 +105,7 @@ def run_alone(model, docs, device, chunk_len, budget_s) -> dict:
                 break
     _sync(device)
     return {"bytes": total, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
-            "padding_waste": 0.0, "docs": done}
+            "padding_waste": 0.0, "docs": done, "flops": useful_flops(model.config, docs[:done])}
 
 
 def run_pad8192(model, docs, device, budget_s) -> dict:
@@ -103,7 +126,8 @@ def run_pad8192(model, docs, device, budget_s) -> dict:
     _sync(device)
     tokens = total + done
     return {"bytes": total, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started,
-            "padding_waste": 1 - tokens / (windows * REFERENCE_LEN), "docs": done}
+            "padding_waste": 1 - tokens / (windows * REFERENCE_LEN), "docs": done,
+            "flops": useful_flops(model.config, docs[:done])}
 
 
 def _sync(device) -> None:
@@ -112,6 +136,8 @@ def _sync(device) -> None:
 
 
 def bench_cpu(args) -> list[dict]:
+    peak = matmul_peak_gflops("cpu")
+    print(f"fp32 matmul peak (2048² torch.mm, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
     rows = []
     corpora = {kind: make_corpus(kind, args.corpus_bytes, seed=1) for kind in ("short", "mixed")}
     rng = np.random.default_rng(2)
@@ -128,9 +154,11 @@ def bench_cpu(args) -> list[dict]:
             base = results["engine"]["bytes"] / results["engine"][clock]
             for method, r in results.items():
                 speed = r["bytes"] / r[clock]
+                gflops = r["flops"] / r[clock] / 1e9
                 rows.append({"device": "cpu", "preset": preset_name, "corpus": kind, "method": method,
                              "docs": r["docs"], "bytes": r["bytes"], "bytes_per_s": speed,
-                             "padding_waste": r["padding_waste"], "engine_speedup": base / speed})
+                             "padding_waste": r["padding_waste"], "engine_speedup": base / speed,
+                             "gflops": gflops, "peak_share": gflops / peak})
                 print(_row(rows[-1]), flush=True)
     return rows
 
@@ -139,20 +167,29 @@ def bench_cuda(args) -> list[dict]:
     model = EntropyModel(preset("paper-100m")).to("cuda").eval()
     params = model.num_params()
     docs = make_corpus("mixed", args.gpu_corpus_bytes, seed=3)
+    peak = matmul_peak_gflops("cuda", n=8192, dtype=torch.bfloat16)
+    print(f"bf16 matmul peak measured (8192² torch.mm): {peak / 1e3:.0f} TFLOP/s; "
+          f"MFU below is against the spec peak, {args.peak_tflops:.0f} TFLOP/s")
     rows = []
-    for compile_model in (False, True) if args.compile else (False,):
-        r = run_engine(model, docs, "cuda", args.gpu_batch_bytes, args.gpu_chunk_len, compile_model)
+    configs = [(b, c, False) for b in args.gpu_batch_bytes for c in args.gpu_chunk_len]
+    if args.compile:
+        configs.append((args.gpu_batch_bytes[0], args.gpu_chunk_len[0], True))
+    for batch_bytes, chunk_len, compile_model in configs:
+        r = run_engine(model, docs, "cuda", batch_bytes, chunk_len, compile_model)
         speed = r["bytes"] / r["seconds"]
+        method = f"engine b={batch_bytes} c={chunk_len}" + (" +compile" if compile_model else "")
         rows.append({"device": torch.cuda.get_device_name(), "preset": "paper-100m", "corpus": "mixed",
-                     "method": "engine+compile" if compile_model else "engine", "docs": r["docs"], "bytes": r["bytes"],
+                     "method": method, "docs": r["docs"], "bytes": r["bytes"],
                      "bytes_per_s": speed, "padding_waste": r["padding_waste"],
-                     "mfu": 2 * params * speed / (args.peak_tflops * 1e12)})
+                     "mfu": 2 * params * speed / (args.peak_tflops * 1e12),
+                     "gflops": r["flops"] / r["seconds"] / 1e9, "peak_share": r["flops"] / r["seconds"] / 1e9 / peak})
         print(_row(rows[-1]), flush=True)
     return rows
 
 
 def _row(r: dict) -> str:
     extra = f" mfu {r['mfu']:.1%}" if "mfu" in r else f" engine {r['engine_speedup']:.1f}x"
+    extra += f" | {r['gflops']:.1f} GFLOP/s, {r['peak_share']:.0%} of measured peak"
     return (f"| {r['device']} | {r['preset']} | {r['corpus']} | {r['method']} | {r['docs']} | "
             f"{r['bytes_per_s'] / 1e3:.1f} kB/s | waste {r['padding_waste']:.1%} |{extra}")
 
@@ -168,10 +205,12 @@ def main(argv=None):
                         help="bytes per CPU second of this process (for shared machines; use with --threads 1)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--gpu-corpus-bytes", type=int, default=16_000_000)
-    parser.add_argument("--gpu-batch-bytes", type=int, default=1 << 19)
-    parser.add_argument("--gpu-chunk-len", type=int, default=4096)
+    parser.add_argument("--gpu-batch-bytes", type=int, nargs="+", default=[1 << 19],
+                        help="engine budgets to time on CUDA (each with every --gpu-chunk-len)")
+    parser.add_argument("--gpu-chunk-len", type=int, nargs="+", default=[4096])
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="bf16 dense peak (H100/H200 SXM: 989)")
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile on CUDA (first budget and chunk length)")
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args(argv)
@@ -180,7 +219,7 @@ def main(argv=None):
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads")
-    print("| device | preset | corpus | method | docs | bytes/s | padding | |")
+    print("| device | preset | corpus | method | docs | bytes/s | padding | vs engine (CPU) or MFU (GPU) | useful FLOP rate |")
     rows = [] if args.no_cpu else bench_cpu(args)
     if torch.cuda.is_available():
         rows += bench_cuda(args)

@@ -41,6 +41,9 @@ def _split_beam_args(arguments):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1),
               help="torch threads per worker [default: CPUs / workers].")
+@click.option("--compile", is_flag=True,
+              help="torch.compile the entropy model in each worker: for long CUDA runs; costs a warm-up "
+                   "per worker, and on CPU needs a C++ compiler.")
 @click.option("--runner", default="FnApiRunner", show_default=True,
               help="Beam runner (DataflowRunner, FlinkRunner, ...; pass their options after --).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")

@@ -67,6 +67,7 @@ class PatchJob:
     calibration_bytes: int = DEFAULT_CALIBRATION_BYTES
     device: str = "auto"
     threads: int | None = None  # torch threads per worker process (None: torch's default)
+    compile: bool = False  # torch.compile the entropy model in each worker
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -198,9 +199,11 @@ class EntropyModelHandler(ModelHandler):
     documents by length, pads, and splits long ones into exact chunks.
     """
 
-    def __init__(self, model: str, *, device: str, batch_bytes: int, threads: int | None = None):
+    def __init__(self, model: str, *, device: str, batch_bytes: int, threads: int | None = None,
+                 compile: bool = False):
         super().__init__()
         self.model, self.device, self.batch_bytes, self.threads = model, device, batch_bytes, threads
+        self.compile = compile
 
     def load_model(self):
         from bltdata.entropy.checkpoint import load_checkpoint
@@ -209,7 +212,7 @@ class EntropyModelHandler(ModelHandler):
         set_threads(self.threads)
         device = resolve_device(self.device)
         model = load_checkpoint(self.model, device=device)
-        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes)
+        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile)
 
     def run_inference(self, batch: Sequence[batching.DocBatch], model, inference_args=None):
         for doc_batch in batch:
@@ -302,7 +305,7 @@ class PatchCorpus(beam.PTransform):
                    | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
         if job.needs_model:
             handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
-                                          threads=job.threads)
+                                          threads=job.threads, compile=job.compile)
             batches = batches | "ScoreEntropies" >> RunInference(handler)
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
@@ -357,7 +360,8 @@ def recommended_threshold(model: str) -> float | None:
 def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:
     """What the manifest records about the run: everything that shapes the shards' contents.
 
-    Batch size, device and worker count are left out: they must not change the output.
+    Batch size, device, compilation and worker count are left out: they must not change the
+    output (beyond float rounding on CUDA, where bf16 kernels differ by device and shape).
     """
     return {
         "sources": [f.source for f in files],
@@ -449,6 +453,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the entropy model")
     known, beam_args = parser.parse_known_args(argv)
     workers = known.workers
     fields = {f.name for f in dataclasses.fields(PatchJob)}

@@ -231,3 +231,15 @@ def test_dataflow_options_build_the_graph_offline(corpus, tmp_path):
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"PatchCorpus/ReadDocumentBatches", "PatchCorpus/WriteShards", "PatchCorpus/WriteManifest"} <= names
+
+
+def test_compile_flag_reaches_the_workers_engine(corpus, tmp_path, tiny_model):
+    """`--compile` travels job → RunInference handler → engine (compilation itself is lazy)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    job, _, _ = pipeline.parse_args([str(corpus), "-o", str(tmp_path / "c"), "--model", str(tiny_model), "--compile"])
+    assert job.compile
+    compiled = pipeline.EntropyModelHandler(job.model, device="cpu", batch_bytes=None, compile=job.compile).load_model()
+    eager = pipeline.EntropyModelHandler(job.model, device="cpu", batch_bytes=None).load_model()
+    assert isinstance(compiled._forward, OptimizedModule)
+    assert not isinstance(eager._forward, OptimizedModule)

@@ -87,6 +87,22 @@ class EntropyModelConfig:
         return cls(**d)
 
 
+def forward_flops(config: EntropyModelConfig, length: int) -> float:
+    """Matrix-multiply FLOPs of scoring one document of ``length`` positions (2 per multiply-add).
+
+    Counted as in :mod:`bltdata.blt.flops`: the projections, 4 · dim · (keys attended) per
+    query and layer for attention (sliding window, keys averaged over the row) and the output
+    head; embedding lookups, norms and softmax are not counted. Padding is not counted
+    either: this is the useful work, the same whichever way the document is batched.
+    """
+    from bltdata.blt.flops import mean_keys
+
+    d, f = config.dim, config.ffn_hidden
+    projections = 2 * (d * 3 * d + d * d + d * 2 * f + f * d)
+    attention = 4 * d * mean_keys(length, config.window)
+    return length * (config.n_layers * (projections + attention) + 2 * d * config.vocab_size)
+
+
 def tiny() -> EntropyModelConfig:
     """For tests: 2 layers, dim 64, window 64 (~0.1 M parameters)."""
     return EntropyModelConfig(dim=64, n_layers=2, n_heads=2, ffn_hidden=192, window=64, max_seqlen=256)
@@ -121,9 +137,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).type_as(x)
+        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).type_as(x)
 
 
 def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
@@ -179,9 +193,9 @@ class Attention(nn.Module):
 
     def forward(self, x, rotations, layout: "AttentionLayout", cache: KVCache | None = None, layer: int = 0):
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # 3 × (B, T, H, hd)
-        q, k = apply_rope(q, rotations), apply_rope(k, rotations)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, hd)
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim)
+        q, k = apply_rope(qkv[:, :, :2], rotations.unsqueeze(2)).unbind(2)  # 2 × (B, T, H, hd), one kernel
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), qkv[:, :, 2].transpose(1, 2)  # (B, H, T, hd)
         if cache is not None:
             if cache.keys[layer] is not None:
                 k = torch.cat((cache.keys[layer], k), dim=2)
@@ -191,7 +205,7 @@ class Attention(nn.Module):
         if layout.block:
             out = local_attention(q, k, v, layout, self.window)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask, is_causal=layout.causal)  # (B, H, T, hd)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.bias(q.dtype), is_causal=layout.causal)
         return self.proj(out.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -286,15 +300,35 @@ class AttentionLayout:
     mask: torch.Tensor | None
     block: int = 0
     causal: bool = False
-    _per_head: torch.Tensor | None = None
+    _biases: dict = dataclasses.field(default_factory=dict)
 
-    def mask_per_head(self, n_heads: int) -> torch.Tensor:
-        """The local mask as (1 or B, n_heads · n_blocks, block, span), built once per forward."""
-        if self._per_head is None:
+    def bias(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The dense mask as an additive bias (0 / -inf) in ``dtype``, built once per forward.
+
+        SDPA turns a boolean mask into exactly this bias on every call; building it once
+        saves that work in every layer after the first.
+        """
+        if self.mask is None:
+            return None
+        if dtype not in self._biases:
+            self._biases[dtype] = _additive(self.mask, dtype)
+        return self._biases[dtype]
+
+    def bias_per_head(self, n_heads: int, dtype: torch.dtype) -> torch.Tensor:
+        """The local mask as a bias (1 or B, n_heads · n_blocks, block, span), built once per forward."""
+        key = (n_heads, dtype)
+        if key not in self._biases:
             mask = self.mask if self.mask.dim() == 5 else self.mask.unsqueeze(0).unsqueeze(0)
             b, _, nb, block, span = mask.shape
-            self._per_head = mask.expand(b, n_heads, nb, block, span).reshape(b, n_heads * nb, block, span)
-        return self._per_head
+            per_head = mask.expand(b, n_heads, nb, block, span).reshape(b, n_heads * nb, block, span)
+            self._biases[key] = _additive(per_head, dtype)
+        return self._biases[key]
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where ``mask`` allows attention, -inf where it forbids it (what SDPA does to a bool mask)."""
+    zero = torch.zeros((), dtype=dtype, device=mask.device)
+    return torch.where(mask, zero, torch.full((), float("-inf"), dtype=dtype, device=mask.device))
 
 
 def use_local_blocks(q_len: int, past: int, window: int) -> bool:
@@ -350,7 +384,7 @@ def local_attention(q, k, v, layout: AttentionLayout, window: int) -> torch.Tens
         return x.transpose(-1, -2).reshape(B, H * n_blocks, span, hd)
 
     q = F.pad(q, (0, 0, 0, pad)).reshape(B, H * n_blocks, block, hd)
-    out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=layout.mask_per_head(H))
+    out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=layout.bias_per_head(H, q.dtype))
     return out.view(B, H, n_blocks * block, hd)[:, :, :T]
 
 
