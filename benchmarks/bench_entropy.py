@@ -80,7 +80,8 @@ def useful_flops(config, docs) -> float:
 
 def run_engine(model, docs, device, batch_bytes, chunk_len, compile_model=False) -> dict:
     engine = EntropyEngine(model, device=device, batch_bytes=batch_bytes, chunk_len=chunk_len, compile=compile_model)
-    engine.score(docs[:8])  # warm-up (and compilation)
+    by_length = sorted(docs, key=len)  # warm-up (and compilation) on every kind of chunk: short, dense, local, cached
+    engine.score([by_length[int(q * (len(docs) - 1))] for q in (0.0, 0.25, 0.5, 0.75, 0.95, 1.0)])
     engine.stats.__init__()
     _sync(device)
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -19,6 +19,6 @@ timeout 200 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py test
     | tee "$OUT/gpu-tests.txt"
 echo "gpu tests exit ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.txt"
 timeout 300 "$PY" benchmarks/bench_entropy.py --no-cpu --compile \
-    --gpu-batch-bytes 262144 1048576 --gpu-chunk-len 4096 8192 \
+    --gpu-corpus-bytes 8000000 --gpu-batch-bytes 262144 1048576 --gpu-chunk-len 4096 8192 \
     --json "$OUT/bench_entropy.json" 2>&1 | tee "$OUT/bench_entropy.txt"
 echo "bench exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench_entropy.txt"
