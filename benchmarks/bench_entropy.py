@@ -11,7 +11,9 @@ Methods, all on the same documents in the same run:
 
 Corpora (text cut from the embedded default corpus, seeded): ``short`` — many short
 documents (log-normal lengths, median ~400 bytes, at most 4 KB); ``mixed`` — the same plus a
-few long documents (20–120 KB) holding ~30 % of the bytes. ``alone`` and ``pad8192`` run on a
+few long documents (20–120 KB) holding ~30 % of the bytes; ``snippets`` — very short documents
+(median ~100 bytes, at most 512: titles, chat turns, code snippets), where a per-document loop
+pays its per-call overhead most often. ``alone`` and ``pad8192`` run on a
 random subset of documents until their time budget is spent; bytes/s counts real bytes only
 (per wall second, or per CPU second of this process with ``--cpu-time``).
 
@@ -23,7 +25,7 @@ A method at x % of that peak cannot be sped up by more than 100/x by any batchin
 On CUDA it also measures ``paper-100m`` in bf16 and its model FLOP utilisation,
 2 · parameters · bytes/s ÷ peak.
 
-    python benchmarks/bench_entropy.py                       # CPU: tiny + small, both corpora
+    python benchmarks/bench_entropy.py                       # CPU: tiny + small, all three corpora
     python benchmarks/bench_entropy.py --threads 1 --cpu-time   # on a busy shared machine
 """
 from __future__ import annotations
@@ -53,8 +55,9 @@ def make_corpus(kind: str, total_bytes: int, seed: int = 0) -> list[bytes]:
     if kind == "mixed":
         while sum(lengths) < 0.3 * total_bytes:
             lengths.append(int(rng.integers(20_000, 120_000)))
+    median, longest = (100, 512) if kind == "snippets" else (400, 4096)
     while sum(lengths) < total_bytes:
-        lengths.append(int(np.clip(rng.lognormal(np.log(400), 1.0), 16, 4096)))
+        lengths.append(int(np.clip(rng.lognormal(np.log(median), 1.0), 16, longest)))
     rng.shuffle(lengths)
     starts = rng.integers(0, len(text) - max(lengths), len(lengths))
     return [text[s:s + n] for s, n in zip(starts, lengths)]
@@ -140,7 +143,7 @@ def bench_cpu(args) -> list[dict]:
     peak = matmul_peak_gflops("cpu")
     print(f"fp32 matmul peak (2048² torch.mm, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
     rows = []
-    corpora = {kind: make_corpus(kind, args.corpus_bytes, seed=1) for kind in ("short", "mixed")}
+    corpora = {kind: make_corpus(kind, args.corpus_bytes, seed=1) for kind in args.corpora}
     rng = np.random.default_rng(2)
     for preset_name in args.presets:
         model = EntropyModel(preset(preset_name)).eval()
@@ -198,6 +201,8 @@ def _row(r: dict) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--corpora", nargs="+", default=["snippets", "short", "mixed"],
+                        choices=["snippets", "short", "mixed"])
     parser.add_argument("--corpus-bytes", type=int, default=400_000)
     parser.add_argument("--batch-bytes", type=int, help="engine budget [default: the engine's CPU default]")
     parser.add_argument("--chunk-len", type=int, default=1024)
