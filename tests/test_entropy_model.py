@@ -118,6 +118,32 @@ def test_local_block_attention_equals_dense(monkeypatch, packed):
     assert (local - dense).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("first", [0, 5, 15, 40])
+def test_every_local_attention_path_equals_dense(monkeypatch, first):
+    """A long chunk after no cache (first block causal, the rest banded), a short cache (one
+    mask per block) or a full one (banded): all equal the dense-mask forward."""
+    import bltdata.entropy.model as entropy_model
+
+    model = _model(window=16)
+    tokens = torch.randint(0, 260, (3, first + 150))
+    calls = {"banded": 0}
+    banded = entropy_model.banded_attention
+
+    def counting(*args):
+        calls["banded"] += 1
+        return banded(*args)
+
+    monkeypatch.setattr(entropy_model, "banded_attention", counting)
+    with torch.inference_mode():
+        cache = KVCache.empty(model.config.n_layers)
+        pieces = [model(tokens[:, :first], start_pos=0, cache=cache)] if first else []
+        pieces.append(model(tokens[:, first:], start_pos=first, cache=cache))
+        assert calls["banded"] == (0 if first == 5 else model.config.n_layers)
+        monkeypatch.setattr(entropy_model, "use_local_blocks", lambda *args: False)
+        dense = model(tokens)
+    assert (torch.cat(pieces, dim=1) - dense).abs().max() < 1e-5
+
+
 def test_rope_keeps_precision_far_out():
     """Attention depends on relative positions only, even a million bytes into a document."""
     model = _model(n_layers=1)

@@ -314,6 +314,15 @@ class AttentionLayout:
             self._biases[dtype] = _additive(self.mask, dtype)
         return self._biases[dtype]
 
+    def band_bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The (1, 1, block, 2·block - 1) band of :func:`banded_attention` as a bias, built once per forward."""
+        key = ("band", dtype)
+        if key not in self._biases:
+            r = torch.arange(self.block, device=self.mask.device).unsqueeze(1)
+            c = torch.arange(2 * self.block - 1, device=self.mask.device).unsqueeze(0)
+            self._biases[key] = _additive((c >= r) & (c < r + self.block), dtype)[None, None]
+        return self._biases[key]
+
     def bias_per_head(self, n_heads: int, dtype: torch.dtype) -> torch.Tensor:
         """The local mask as a bias (1 or B, n_heads · n_blocks, block, span), built once per forward."""
         key = (n_heads, dtype)
@@ -372,9 +381,20 @@ def local_attention(q, k, v, layout: AttentionLayout, window: int) -> torch.Tens
     q: (B, H, T, hd); k, v: (B, H, past + T, hd) with past ≤ window - 1. Queries are padded
     to whole blocks and keys on both sides so that block j's keys are one contiguous span;
     blocks are folded into the head axis so SDPA sees ordinary 4-d inputs.
+
+    When every key slot a real query can see holds a real key — a full cache, or no cache
+    once the first block is set aside — all blocks share one band mask, which SDPA
+    broadcasts (:func:`banded_attention`); otherwise (packed documents, a short cache) each
+    block gets its own mask.
     """
     B, H, T, hd = q.shape
     block, past = layout.block, k.shape[2] - T
+    if layout.mask.dim() == 3 and block == window:
+        if past == window - 1:
+            return banded_attention(q, k, v, layout)
+        if past == 0:  # block 0 would reach before position 0: plain causal attention over itself
+            first = F.scaled_dot_product_attention(q[:, :, :block], k[:, :, :block], v[:, :, :block], is_causal=True)
+            return torch.cat((first, banded_attention(q[:, :, block:], k[:, :, 1:], v[:, :, 1:], layout)), dim=2)
     n_blocks = -(-T // block)
     pad = n_blocks * block - T
     span = block + window - 1
@@ -385,6 +405,31 @@ def local_attention(q, k, v, layout: AttentionLayout, window: int) -> torch.Tens
 
     q = F.pad(q, (0, 0, 0, pad)).reshape(B, H * n_blocks, block, hd)
     out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=layout.bias_per_head(H, q.dtype))
+    return out.view(B, H, n_blocks * block, hd)[:, :, :T]
+
+
+def banded_attention(q, k, v, layout: AttentionLayout) -> torch.Tensor:
+    """Local attention where block j of queries sees key slots ``j·block .. j·block + 2·block - 2``.
+
+    q: (B, H, T, hd); k, v: (B, H, block - 1 + T, hd), every slot a real key (block = window).
+    Query r of a block sees slots r .. r + block - 1 (the last one is itself), the same band
+    in every block, so one (block, 2·block - 1) mask serves the whole batch; slots past the
+    end (right padding) are beyond every real query and never seen by one.
+    """
+    B, H, T, hd = q.shape
+    block = layout.block
+    if k.shape[2] != block - 1 + T:
+        raise ValueError(f"banded attention needs {block - 1 + T} keys for {T} queries, got {k.shape[2]}")
+    n_blocks = -(-T // block)
+    pad = n_blocks * block - T
+    span = 2 * block - 1
+
+    def spans(x):  # (B, H, block - 1 + T, hd) -> (B, H · nb, span, hd)
+        x = F.pad(x, (0, 0, 0, pad)).unfold(2, span, block)  # (B, H, nb, hd, span)
+        return x.transpose(-1, -2).reshape(B, H * n_blocks, span, hd)
+
+    q = F.pad(q, (0, 0, 0, pad)).reshape(B, H * n_blocks, block, hd)
+    out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=layout.band_bias(q.dtype))
     return out.view(B, H, n_blocks * block, hd)[:, :, :T]
 
 
