@@ -14,7 +14,9 @@ documents (log-normal lengths, median ~400 bytes, at most 4 KB); ``mixed`` — t
 few long documents (20–120 KB) holding ~30 % of the bytes; ``snippets`` — very short documents
 (median ~100 bytes, at most 512: titles, chat turns, code snippets), where a per-document loop
 pays its per-call overhead most often. ``alone`` and ``pad8192`` run on a
-random subset of documents until their time budget is spent; bytes/s counts real bytes only
+sample of the documents until their time budget is spent — in an order whose every prefix
+spreads evenly over the length distribution (:func:`spread_order`), so a partial run sees the
+corpus's mix of lengths rather than a lucky or unlucky draw; bytes/s counts real bytes only
 (per wall second, or per CPU second of this process with ``--cpu-time``).
 
 Roofline: each row also gives the useful model FLOP rate (matrix multiplies of the real
@@ -61,6 +63,17 @@ def make_corpus(kind: str, total_bytes: int, seed: int = 0) -> list[bytes]:
     rng.shuffle(lengths)
     starts = rng.integers(0, len(text) - max(lengths), len(lengths))
     return [text[s:s + n] for s, n in zip(starts, lengths)]
+
+
+def spread_order(lengths) -> np.ndarray:
+    """Indices whose every prefix samples the length distribution evenly.
+
+    Documents are ranked by length and taken at golden-ratio steps through the ranks, so the
+    first k cover all lengths about equally (stratified rather than random sampling).
+    """
+    by_length = np.argsort(np.asarray(lengths), kind="stable")
+    steps = (np.arange(len(by_length)) * 0.6180339887498949) % 1.0
+    return by_length[np.argsort(steps, kind="stable")]
 
 
 def matmul_peak_gflops(device="cpu", n: int = 2048, dtype=torch.float32, repeats: int = 10) -> float:
@@ -144,11 +157,10 @@ def bench_cpu(args) -> list[dict]:
     print(f"fp32 matmul peak (2048² torch.mm, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
     rows = []
     corpora = {kind: make_corpus(kind, args.corpus_bytes, seed=1) for kind in args.corpora}
-    rng = np.random.default_rng(2)
     for preset_name in args.presets:
         model = EntropyModel(preset(preset_name)).eval()
         for kind, docs in corpora.items():
-            subset = [docs[i] for i in rng.permutation(len(docs))]
+            subset = [docs[i] for i in spread_order([len(d) for d in docs])]
             results = {
                 "engine": run_engine(model, docs, "cpu", args.batch_bytes, args.chunk_len),
                 "alone": run_alone(model, subset, "cpu", args.chunk_len, args.budget),
