@@ -36,10 +36,11 @@ def mean_keys(length: int, window: int | None) -> float:
     return (w * (w + 1) / 2 + (length - w) * w) / length
 
 
-def block_flops(dim: int, keys: float) -> float:
-    """Forward FLOPs per token of one pre-norm self-attention + SwiGLU block."""
+def block_flops(dim: int, keys: float, hidden: int | None = None) -> float:
+    """Forward FLOPs per token of one pre-norm self-attention + SwiGLU block
+    (SwiGLU width ``hidden``, by default the Llama convention :func:`swiglu_hidden`)."""
     projections = 2 * 4 * dim * dim  # q, k, v, o
-    ffn = 2 * 3 * dim * swiglu_hidden(dim)
+    ffn = 2 * 3 * dim * (swiglu_hidden(dim) if hidden is None else hidden)
     return projections + ffn + 4 * dim * keys
 
 

@@ -95,12 +95,10 @@ def forward_flops(config: EntropyModelConfig, length: int) -> float:
     head; embedding lookups, norms and softmax are not counted. Padding is not counted
     either: this is the useful work, the same whichever way the document is batched.
     """
-    from bltdata.blt.flops import mean_keys
+    from bltdata.blt.flops import block_flops, mean_keys
 
-    d, f = config.dim, config.ffn_hidden
-    projections = 2 * (d * 3 * d + d * d + d * 2 * f + f * d)
-    attention = 4 * d * mean_keys(length, config.window)
-    return length * (config.n_layers * (projections + attention) + 2 * d * config.vocab_size)
+    block = block_flops(config.dim, mean_keys(length, config.window), hidden=config.ffn_hidden)
+    return length * (config.n_layers * block + 2 * config.dim * config.vocab_size)
 
 
 def tiny() -> EntropyModelConfig:
@@ -378,34 +376,20 @@ def local_window_mask(start_pos: int, q_len: int, past: int, window: int, device
 def local_attention(q, k, v, layout: AttentionLayout, window: int) -> torch.Tensor:
     """Sliding-window attention computed block by block: cost ∝ T · (block + window), not T².
 
-    q: (B, H, T, hd); k, v: (B, H, past + T, hd) with past ≤ window - 1. Queries are padded
-    to whole blocks and keys on both sides so that block j's keys are one contiguous span;
-    blocks are folded into the head axis so SDPA sees ordinary 4-d inputs.
-
-    When every key slot a real query can see holds a real key — a full cache, or no cache
-    once the first block is set aside — all blocks share one band mask, which SDPA
-    broadcasts (:func:`banded_attention`); otherwise (packed documents, a short cache) each
-    block gets its own mask.
+    q: (B, H, T, hd); k, v: (B, H, past + T, hd) with past ≤ window - 1 (see
+    :func:`blockwise_attention`). When every key slot a real query can see holds a real key —
+    a full cache, or no cache once the first block is set aside — all blocks share one band
+    mask, which SDPA broadcasts (:func:`banded_attention`); otherwise (packed documents, a
+    short cache) each block gets its own mask.
     """
-    B, H, T, hd = q.shape
-    block, past = layout.block, k.shape[2] - T
+    block, past = layout.block, k.shape[2] - q.shape[2]
     if layout.mask.dim() == 3 and block == window:
         if past == window - 1:
             return banded_attention(q, k, v, layout)
         if past == 0:  # block 0 would reach before position 0: plain causal attention over itself
             first = F.scaled_dot_product_attention(q[:, :, :block], k[:, :, :block], v[:, :, :block], is_causal=True)
             return torch.cat((first, banded_attention(q[:, :, block:], k[:, :, 1:], v[:, :, 1:], layout)), dim=2)
-    n_blocks = -(-T // block)
-    pad = n_blocks * block - T
-    span = block + window - 1
-
-    def spans(x):  # (B, H, past + T, hd) -> (B, H · nb, span, hd)
-        x = F.pad(x, (0, 0, window - 1 - past, pad)).unfold(2, span, block)  # (B, H, nb, hd, span)
-        return x.transpose(-1, -2).reshape(B, H * n_blocks, span, hd)
-
-    q = F.pad(q, (0, 0, 0, pad)).reshape(B, H * n_blocks, block, hd)
-    out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=layout.bias_per_head(H, q.dtype))
-    return out.view(B, H, n_blocks * block, hd)[:, :, :T]
+    return blockwise_attention(q, k, v, block, window, layout.bias_per_head(q.shape[1], q.dtype))
 
 
 def banded_attention(q, k, v, layout: AttentionLayout) -> torch.Tensor:
@@ -416,20 +400,32 @@ def banded_attention(q, k, v, layout: AttentionLayout) -> torch.Tensor:
     in every block, so one (block, 2·block - 1) mask serves the whole batch; slots past the
     end (right padding) are beyond every real query and never seen by one.
     """
-    B, H, T, hd = q.shape
-    block = layout.block
+    T, block = q.shape[2], layout.block
     if k.shape[2] != block - 1 + T:
         raise ValueError(f"banded attention needs {block - 1 + T} keys for {T} queries, got {k.shape[2]}")
+    return blockwise_attention(q, k, v, block, block, layout.band_bias(q.dtype))
+
+
+def blockwise_attention(q, k, v, block: int, window: int, bias: torch.Tensor) -> torch.Tensor:
+    """SDPA of each block of ``block`` queries against its own span of ``block + window - 1`` keys.
+
+    q: (B, H, T, hd); k, v: (B, H, past + T, hd) with past ≤ window - 1. Queries are padded
+    to whole blocks and keys on both sides so that block j's keys are one contiguous span
+    (slot c is position start - (window - 1) + j·block + c); blocks are folded into the head
+    axis so SDPA sees ordinary 4-d inputs. ``bias`` broadcasts to (B, H · n_blocks, block, span).
+    """
+    B, H, T, hd = q.shape
+    past = k.shape[2] - T
     n_blocks = -(-T // block)
     pad = n_blocks * block - T
-    span = 2 * block - 1
+    span = block + window - 1
 
-    def spans(x):  # (B, H, block - 1 + T, hd) -> (B, H · nb, span, hd)
-        x = F.pad(x, (0, 0, 0, pad)).unfold(2, span, block)  # (B, H, nb, hd, span)
+    def spans(x):  # (B, H, past + T, hd) -> (B, H · nb, span, hd)
+        x = F.pad(x, (0, 0, window - 1 - past, pad)).unfold(2, span, block)  # (B, H, nb, hd, span)
         return x.transpose(-1, -2).reshape(B, H * n_blocks, span, hd)
 
     q = F.pad(q, (0, 0, 0, pad)).reshape(B, H * n_blocks, block, hd)
-    out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=layout.band_bias(q.dtype))
+    out = F.scaled_dot_product_attention(q, spans(k), spans(v), attn_mask=bias)
     return out.view(B, H, n_blocks * block, hd)[:, :, :T]
 
 
