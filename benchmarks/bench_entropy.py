@@ -192,13 +192,13 @@ def bench_cuda(args) -> list[dict]:
         configs.append((args.gpu_batch_bytes[0], args.gpu_chunk_len[0], True))
     for batch_bytes, chunk_len, compile_model in configs:
         r = run_engine(model, docs, "cuda", batch_bytes, chunk_len, compile_model)
-        speed = r["bytes"] / r["seconds"]
+        speed, gflops = r["bytes"] / r["seconds"], r["flops"] / r["seconds"] / 1e9
         method = f"engine b={batch_bytes} c={chunk_len}" + (" +compile" if compile_model else "")
         rows.append({"device": torch.cuda.get_device_name(), "preset": "paper-100m", "corpus": "mixed",
                      "method": method, "docs": r["docs"], "bytes": r["bytes"],
                      "bytes_per_s": speed, "padding_waste": r["padding_waste"],
                      "mfu": 2 * params * speed / (args.peak_tflops * 1e12),
-                     "gflops": r["flops"] / r["seconds"] / 1e9, "peak_share": r["flops"] / r["seconds"] / 1e9 / peak})
+                     "gflops": gflops, "peak_share": gflops / peak})
         print(_row(rows[-1]), flush=True)
     return rows
 
