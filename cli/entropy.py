@@ -42,7 +42,7 @@ threads_option = click.option("--threads", type=click.IntRange(min=1),
 
 @click.group("entropy")
 def entropy():
-    """Entropy models: train, score text, calibrate θ, import the reference model.
+    """Entropy models: train, score text, calibrate θ, import and export (reference, Hugging Face).
 
     MODEL_DIR is a checkpoint directory (config.json + model.safetensors) or `default`,
     the model bundled with bltdata.
@@ -270,6 +270,71 @@ def import_reference_cmd(src_dir, output, dtype):
         raise click.ClickException(str(err)) from None
     meta = checkpoint_metadata(out)
     click.echo(f"{out}: {meta['name']} (sha256 {meta['sha256'][:16]}…)")
+
+
+_DTYPES = ("keep", "float32", "bfloat16")
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"keep": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+@entropy.command("import-hf")
+@click.argument("src_dir", type=click.Path(exists=True, file_okay=False), metavar="SRC_DIR")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
+@click.option("--dtype", type=click.Choice(_DTYPES), default="keep", show_default=True,
+              help="Storage type of the converted weights.")
+def import_hf_cmd(src_dir, output, dtype):
+    """Convert the entropy model of a Hugging Face BLT checkpoint (transformers' BltPatcher).
+
+    SRC_DIR holds config.json + model.safetensors (or its sharded index) of a
+    BltForCausalLM (e.g. facebook/blt-1b: its patcher_config and model.patcher.* tensors;
+    only those are read) or of a standalone BltPatcher. Every tensor is mapped to our
+    layout with its shape checked. The result is a normal MODEL_DIR.
+
+    \b
+    Example:
+      bltdata entropy import-hf hf/blt-1b -o models/blt-1b-entropy
+      bltdata patch corpus/ -o shards/ --model models/blt-1b-entropy --threshold 1.335442066192627
+    """
+    from bltdata.entropy.checkpoint import checkpoint_metadata
+    from bltdata.entropy.hf import import_hf
+
+    try:
+        out = import_hf(src_dir, output, dtype=_dtype(dtype))
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
+    meta = checkpoint_metadata(out)
+    click.echo(f"{out}: {meta['name']} (sha256 {meta['sha256'][:16]}…)")
+
+
+@entropy.command("export")
+@click.argument("model_dir", metavar="MODEL_DIR")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--format", "format_", type=click.Choice(["hf"]), default="hf", show_default=True,
+              help="hf: a transformers BltPatcher (config.json + model.safetensors).")
+@click.option("--dtype", type=click.Choice(_DTYPES), default="keep", show_default=True,
+              help="Storage type of the exported weights.")
+def export_cmd(model_dir, output, format_, dtype):
+    """Export an entropy model for Hugging Face transformers.
+
+    The output loads with transformers' BltPatcher.from_pretrained(OUTPUT); its config and
+    tensors are exactly what a BLT export embeds as patcher_config and model.patcher.*.
+
+    \b
+    Example:
+      bltdata entropy export models/mine -o hf/mine-patcher --format hf
+      python -c "from transformers.models.blt.modeling_blt import BltPatcher; BltPatcher.from_pretrained('hf/mine-patcher')"
+    """
+    from bltdata.entropy.hf import export_hf
+
+    try:
+        out = export_hf(model_dir, output, dtype=_dtype(dtype))
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{out}: BltPatcher config.json + model.safetensors")
 
 
 COMMANDS = [entropy]

@@ -1,4 +1,4 @@
-"""`bltdata entropy train | score | calibrate | import-reference` through click."""
+"""`bltdata entropy train | score | calibrate | import-reference | import-hf | export` through click."""
 import json
 import re
 
@@ -31,7 +31,7 @@ def invoke(*args):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-@pytest.mark.parametrize("command", ["train", "score", "calibrate", "import-reference"])
+@pytest.mark.parametrize("command", ["train", "score", "calibrate", "import-reference", "import-hf", "export"])
 def test_every_command_has_help_with_an_example(command):
     result = invoke("entropy", command, "--help")
     assert result.exit_code == 0

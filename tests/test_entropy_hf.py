@@ -56,6 +56,8 @@ def test_round_trip_is_bit_exact():
     assert len(hf_state) == 3 + 9 * CONFIG.n_layers
     assert hf_state["layers.1.self_attn.k_proj.weight"].shape == (32, 32)
     assert hf_state["layers.0.mlp.up_proj.weight"].shape == (96, 32)
+    # the RoPE buffer that transformers' conversion of the released checkpoint carries along is skipped
+    hf_state["rope_embeddings.freqs_cis"] = torch.zeros(256, 8, 2)
     config, state = from_hf_patcher(json.loads(json.dumps(patcher_config)), hf_state)
     assert config == CONFIG
     original = model.state_dict()
@@ -258,3 +260,43 @@ def test_patch_boundaries_match_transformers(blt, max_patch_length):
         starts, positions = starts + len(ours), positions + len(text)
     assert 0.2 * positions < starts < 0.9 * positions
     assert 0 < zero_ends < len(TEXTS)
+
+
+# --- the CLI ---------------------------------------------------------------------------------
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_cli_export_then_import_hf(blt, tmp_path):
+    model = _our_model(seed=4)
+    src = save_checkpoint(model, tmp_path / "ours")
+    result = _invoke("entropy", "export", str(src), "-o", str(tmp_path / "hf"), "--format", "hf")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["BltPatcher"] and config["dtype"] == "float32"
+    hf = blt.BltPatcher.from_pretrained(str(tmp_path / "hf")).eval()
+    tokens = _tokens(TEXTS[1])
+    with torch.inference_mode():
+        assert (hf(tokens)[2] - model(tokens)).abs().max() < 1e-4
+    # a standalone BltPatcher directory imports back bit for bit
+    result = _invoke("entropy", "import-hf", str(tmp_path / "hf"), "-o", str(tmp_path / "back"))
+    assert result.exit_code == 0, result.output
+    back = load_checkpoint(tmp_path / "back")
+    assert back.config == CONFIG
+    original = model.state_dict()
+    assert len(original) > 0 and all(torch.equal(back.state_dict()[k], v) for k, v in original.items())
+
+
+def test_cli_import_hf_errors_name_the_file(tmp_path):
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    result = _invoke("entropy", "import-hf", str(tmp_path / "llama"), "-o", str(tmp_path / "x"))
+    assert result.exit_code == 1 and "config.json: model_type 'llama'" in result.output
+    (tmp_path / "empty").mkdir()
+    result = _invoke("entropy", "import-hf", str(tmp_path / "empty"), "-o", str(tmp_path / "x"))
+    assert result.exit_code == 1 and "config.json: not found" in result.output
