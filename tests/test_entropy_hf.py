@@ -165,11 +165,29 @@ def _tiny_blt_config(patcher_config: dict):
                      encoder_hash_byte_group_vocab=64, max_position_embeddings=256)
 
 
+@pytest.mark.parametrize("patcher_config", [
+    {},
+    {**HF_PATCHER, "rope_parameters": {"rope_type": "default", "rope_theta": 321.0}, "rms_norm_eps": 1e-6},
+    # as transformers' conversion script writes it
+    {**HF_PATCHER, "num_key_value_heads": None, "norm_eps": 1e-6, "rope_theta": 2000.0, "dropout": 0.0,
+     "attn_impl": "sdpa", "attn_bias_type": "causal"},
+], ids=["defaults", "v5", "converted"])
+def test_config_read_as_transformers_reads_it(blt, patcher_config):
+    from transformers import BltPatcherConfig
+
+    hf, ours = BltPatcherConfig(**patcher_config), config_from_hf(patcher_config)
+    assert (ours.dim, ours.n_layers, ours.n_heads, ours.ffn_hidden, ours.vocab_size) == (
+        hf.hidden_size, hf.num_hidden_layers, hf.num_attention_heads, hf.intermediate_size, hf.vocab_size)
+    assert (ours.window, ours.rope_theta, ours.norm_eps, ours.max_seqlen) == (
+        hf.sliding_window, hf.rope_parameters["rope_theta"], hf.rms_norm_eps, hf.max_position_embeddings)
+    assert hf.rope_parameters["rope_type"] == "default" and hf.tie_word_embeddings is False
+
+
 @pytest.mark.parametrize("text", [TEXTS[0][:40], TEXTS[0] * 2], ids=["dense-mask", "block-local"])
 def test_hf_patcher_imports_to_the_same_logits_and_entropies(blt, text):
-    hf = _hf_patcher(blt)
+    hf = _hf_patcher(blt, rope_parameters={"rope_type": "default", "rope_theta": 500.0}, rms_norm_eps=1e-3)
     config, state = from_hf_patcher(hf.config.to_dict(), hf.state_dict())
-    assert (config.window, config.rope_theta, config.norm_eps) == (16, 10000.0, 1e-5)
+    assert (config.window, config.rope_theta, config.norm_eps) == (16, 500.0, 1e-3)
     model = EntropyModel(config)
     model.load_state_dict(state)
     tokens = _tokens(text)

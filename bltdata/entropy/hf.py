@@ -52,8 +52,9 @@ MODEL_PREFIX = "patcher."  # BltModel
 PATCHER_MODEL_TYPE = "blt_patcher"
 BLT_MODEL_TYPE = "blt"
 CONFIG_FILE, WEIGHTS_FILE, WEIGHTS_INDEX = "config.json", "model.safetensors", "model.safetensors.index.json"
-# transformers' conversion of the released checkpoint copies every reference entropy-model
-# tensor, the derived RoPE buffer included; it is recomputed here (transformers drops it too).
+# transformers' conversion script copies every tensor of the reference entropy model's state
+# dict under patcher., so the reference's derived RoPE buffer may come along; it is recomputed
+# here (transformers reports it as unexpected and drops it).
 IGNORED_HF_KEYS = ("rope_embeddings.freqs_cis",)
 # BltPatcherConfig defaults (transformers 5.24), used where a config omits a field.
 HF_DEFAULTS = {"vocab_size": 260, "hidden_size": 768, "num_hidden_layers": 14, "num_attention_heads": 12,
