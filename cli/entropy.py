@@ -326,7 +326,7 @@ def export_cmd(model_dir, output, format_, dtype):
     \b
     Example:
       bltdata entropy export models/mine -o hf/mine-patcher --format hf
-      python -c "from transformers.models.blt.modeling_blt import BltPatcher; BltPatcher.from_pretrained('hf/mine-patcher')"
+      python -c "from transformers import BltPatcher; BltPatcher.from_pretrained('hf/mine-patcher')"
     """
     from bltdata.entropy.hf import export_hf
 

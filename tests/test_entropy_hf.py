@@ -92,6 +92,7 @@ def test_config_from_hf_reads_fields_as_transformers_does(caplog):
 @pytest.mark.parametrize("change,message", [
     ({"num_key_value_heads": 1}, "grouped-query"),
     ({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}, "RoPE type 'linear'"),
+    ({"rope_scaling": {"type": "dynamic", "factor": 2.0}}, "RoPE type 'dynamic'"),
     ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
     ({"model_type": "llama"}, "model_type 'llama'"),
 ])
@@ -171,7 +172,8 @@ def _tiny_blt_config(patcher_config: dict):
     # as transformers' conversion script writes it
     {**HF_PATCHER, "num_key_value_heads": None, "norm_eps": 1e-6, "rope_theta": 2000.0, "dropout": 0.0,
      "attn_impl": "sdpa", "attn_bias_type": "causal"},
-], ids=["defaults", "v5", "converted"])
+    {**HF_PATCHER, "rope_scaling": {"rope_type": "default"}, "rope_theta": 777.0},
+], ids=["defaults", "v5", "converted", "legacy-scaling"])
 def test_config_read_as_transformers_reads_it(blt, patcher_config):
     from transformers import BltPatcherConfig
 

@@ -66,11 +66,10 @@ HF_DEFAULTS = {"vocab_size": 260, "hidden_size": 768, "num_hidden_layers": 14, "
 
 def _hf_rope_theta(patcher_config: dict) -> float:
     """RoPE θ as transformers reads it: ``rope_parameters`` (v5), else a legacy ``rope_theta``."""
-    params = patcher_config.get("rope_parameters") or {}
+    params = {**(patcher_config.get("rope_scaling") or {}), **(patcher_config.get("rope_parameters") or {})}
     rope_type = params.get("rope_type", params.get("type", "default"))
-    if rope_type != "default" or patcher_config.get("rope_scaling"):
-        raise ValueError(f"patcher_config: RoPE type {rope_type!r} / rope_scaling "
-                         f"{patcher_config.get('rope_scaling')!r} is not supported (only plain 'default' RoPE)")
+    if rope_type != "default":
+        raise ValueError(f"patcher_config: RoPE type {rope_type!r} is not supported (only plain 'default' RoPE)")
     return float(params.get("rope_theta", patcher_config.get("rope_theta", HF_DEFAULTS["rope_theta"])))
 
 
@@ -84,9 +83,9 @@ def config_from_hf(patcher_config: dict) -> EntropyModelConfig:
 
     Omitted fields take ``BltPatcherConfig``'s defaults (those of the reference model).
     Refused: grouped-query attention (``num_key_value_heads`` ≠ heads), an activation other
-    than SiLU, RoPE scaling. ``sliding_window: null`` (full causal attention in
-    transformers) becomes window = ``max_position_embeddings``, which equals it on sequences
-    up to that length (a warning says so). A legacy ``norm_eps`` key (written by
+    than SiLU, a RoPE type other than ``default``. ``sliding_window: null`` (full causal
+    attention in transformers) becomes window = ``max_position_embeddings``, which equals it
+    on sequences up to that length (a warning says so). A legacy ``norm_eps`` key (written by
     transformers' conversion script) is ignored, as transformers ignores it.
     """
     model_type = patcher_config.get("model_type", PATCHER_MODEL_TYPE)
