@@ -17,7 +17,7 @@ from bltdata.data.loader import DataConfig, PatchedDataset, ResumableLoader
 from bltdata.data.order import all_work_tokens
 from bltdata.data.source import ShardMismatchError
 from bltdata.data.state import StateError
-from bltdata.ids import BOS_ID, EOS_ID, OFFSET
+from bltdata.ids import BOS_ID, EOS_ID, OFFSET, PAD_ID
 
 PATCHER = {"mode": "space", "threshold": None, "threshold_add": None, "max_patch_length": None, "patch_size": 4}
 L = 64
@@ -382,3 +382,84 @@ def test_fewer_windows_than_slots_still_shares_everything(tmp_path):
     np.testing.assert_array_equal(got + remainders, expected_counts(docs))
     even = run_job(path, DataConfig(seq_len=16, batch_size=2, epochs=1), 3, 0)
     assert len({len(bs) for bs in even.values()}) == 1 and len(even[(0, 0)]) > 0
+
+
+def non_pad_tokens(batches):
+    return sum(int((np.asarray(b["tokens"]) != PAD_ID).sum()) for b in batches)
+
+
+@pytest.mark.parametrize("pad_last", [False, True])
+@pytest.mark.parametrize("world_size,workers", list(itertools.product([1, 2, 3, 4], [0, 1, 2, 3])))
+def test_default_options_lose_only_the_final_partial_sequences(dataset_dir, world_size, workers, pad_last):
+    """Default options (even_batches on) through a real DataLoader: every rank the same number of
+    batches, and nothing lost but each slot's final partial sequence (none with pad_last)."""
+    from torch.utils.data import DataLoader
+
+    path, docs = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, epochs=1, **({"pad_last": True} if pad_last else {}))
+    per_rank, batches = [], []
+    for rank in range(world_size):
+        ds = PatchedDataset(path, config, rank=rank, world_size=world_size)
+        got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+        per_rank.append(len(got))
+        batches += got
+    assert len(set(per_rank)) == 1 and per_rank[0] > 0
+    got, want = delivered_counts(batches), expected_counts(docs)
+    src = PatchedDataset(path, config).sources[0]
+    num_slots = world_size * max(1, workers)
+    work = all_work_tokens(loader_module.Plan(), num_slots, src.epoch, src.tokens_per_epoch, 1)
+    lost = 0 if pad_last else int((work % L).sum())  # the final partial sequence of each slot
+    assert lost <= num_slots * (L - 1)
+    assert non_pad_tokens(batches) == src.tokens_per_epoch - lost
+    assert (got <= want).all() and (want - got).sum() <= lost and got.sum() > 0
+    if pad_last:
+        np.testing.assert_array_equal(got, want)
+
+
+def eval_run(path, world_size, seq_len=L, batch_size=2):
+    from bltdata.blt.data import eval_batches
+    from bltdata.blt.distributed import Runtime
+
+    return [list(eval_batches(str(path), seq_len, batch_size, Runtime(rank=r, world_size=world_size)))
+            for r in range(world_size)]
+
+
+def real_rows(per_rank):
+    """Every non-padding row of a run, as bytes, sorted (the sequences, whichever rank had them)."""
+    rows = [bytes(np.asarray(row, dtype=np.int16)) for batches in per_rank for b in batches
+            for row in np.asarray(b["tokens"]) if (row != PAD_ID).any()]
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4, 7])
+def test_eval_reads_the_same_sequences_at_any_world_size(dataset_dir, world_size):
+    path, docs = dataset_dir
+    single, multi = eval_run(path, 1), eval_run(path, world_size)
+    assert len({len(bs) for bs in multi}) == 1  # same number of batches on every rank
+    assert real_rows(multi) == real_rows(single) and len(real_rows(single)) > 0
+    for run in (single, multi):
+        np.testing.assert_array_equal(delivered_counts([b for bs in run for b in bs]), expected_counts(docs))
+    for b in (b for bs in multi for b in bs):
+        check_batch_invariants(b)
+
+
+def test_eval_bits_per_byte_do_not_depend_on_world_size(dataset_dir):
+    from bltdata.blt.config import debug
+    from bltdata.blt.evaluate import evaluate
+    from bltdata.blt.loss import bits_per_byte
+    from bltdata.blt.model import BLT
+
+    path, docs = dataset_dir
+    torch.manual_seed(0)
+    model = BLT(debug()).eval()
+    results = {}
+    for world_size in (1, 2, 3):
+        # what evaluate()'s all_reduce does across ranks: add every rank's sums
+        per_rank = [evaluate(model, iter(batches), "cpu") for batches in eval_run(path, world_size, seq_len=128)]
+        nats, count = sum(r["nats"] for r in per_rank), sum(r["bytes"] for r in per_rank)
+        results[world_size] = (bits_per_byte(nats, count), count)
+    (bpb, count), = {results[1]}
+    assert count >= sum(n for n, _ in docs.values()) > 0 and bpb > 0
+    for world_size, (other, other_count) in results.items():
+        assert other_count == count
+        assert abs(other - bpb) <= 1e-6 * bpb, (world_size, other, bpb)
