@@ -463,3 +463,90 @@ def test_eval_bits_per_byte_do_not_depend_on_world_size(dataset_dir):
     for world_size, (other, other_count) in results.items():
         assert other_count == count
         assert abs(other - bpb) <= 1e-6 * bpb, (world_size, other, bpb)
+
+
+def cli_verify(path):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    return CliRunner().invoke(main, ["verify", str(path)])
+
+
+def forge_same_size(shard_path, victim_value, candidates):
+    """Rewrite a shard with one document's bytes changed (same length, valid Parquet, same file size)."""
+    rows = list(shards.iter_rows(shard_path))
+    forged = shard_path.with_name("forged.tmp")
+    for new_value in candidates:
+        writer = shards.ShardWriter(forged, patcher=PATCHER, row_group_bytes=400)
+        for row in rows:
+            data = row["bytes"]
+            if data and data[0] == victim_value:
+                data = bytes([new_value]) * len(data)
+            writer.add(row["doc_id"], row["source"], data, row["patch_lengths"])
+        writer.close()
+        if forged.stat().st_size == shard_path.stat().st_size:  # the case a size check cannot see
+            forged.replace(shard_path)
+            return new_value
+    raise AssertionError("no same-size forgery found")
+
+
+def test_manifest_with_a_shard_entry_removed_is_refused(tmp_path):
+    path = tmp_path / "data"
+    write_constant_docs(path, n_shards=3, docs_per_shard=20, seed=5)
+    manifest_file = path / "manifest.json"
+    doc = json.loads(manifest_file.read_text())
+    doc["shards"] = doc["shards"][1:]
+    manifest_file.write_text(json.dumps(doc))
+    with pytest.raises(ShardMismatchError, match="contradicts itself") as err:
+        PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1))
+    assert str(manifest_file) in str(err.value) and "fingerprint" in str(err.value)
+    result = cli_verify(path)
+    assert result.exit_code == 1 and f"{manifest_file}: fingerprint does not match" in result.output
+    assert str(path / "part-00000.parquet") in result.output  # on disk, not in the manifest
+
+
+def test_same_size_forged_shard_is_refused(tmp_path):
+    path = tmp_path / "data"
+    docs = write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=6)
+    victim = next(v for v, (n, _) in docs.items() if n > 20)
+    spares = [v for v in range(256) if v not in docs]
+    shard = next(p for p in shards.shard_files(path) if any(r["doc_id"] == f"doc-{victim}" for r in shards.iter_rows(p)))
+    forge_same_size(shard, victim, spares)
+    ds = PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle=False))
+    with pytest.raises(ShardMismatchError, match="sha256") as err:
+        list(ds.slot_stream())
+    assert str(shard) in str(err.value)
+    result = cli_verify(path)
+    assert result.exit_code == 1 and f"{shard}: sha256 differs" in result.output
+
+
+def test_flipped_byte_in_a_shard_is_refused_naming_it(tmp_path):
+    path = tmp_path / "data"
+    write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=6)
+    shard = shards.shard_files(path)[0]
+    chunk = next(c for c in (shards.open_shard(shard).metadata.row_group(1).column(j) for j in range(6))
+                 if c.path_in_schema == "bytes")  # a column the loader reads
+    raw = bytearray(shard.read_bytes())
+    raw[chunk.data_page_offset + chunk.total_compressed_size - 3] ^= 0x40
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ShardMismatchError) as err:
+        list(PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle=False)).slot_stream())
+    assert str(shard) in str(err.value)
+    result = cli_verify(path)
+    assert result.exit_code == 1 and str(shard) in result.output
+
+
+def test_manifest_without_row_group_sha256_is_still_read(tmp_path, caplog):
+    path = tmp_path / "data"
+    docs = write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=6)
+    manifest_file = path / "manifest.json"
+    doc = json.loads(manifest_file.read_text())
+    for entry in doc["shards"]:
+        del entry["row_group_sha256"]  # as written before the field existed
+    manifest_file.write_text(json.dumps(doc))
+    config = DataConfig(seq_len=L, batch_size=2, epochs=1, pad_last=True)
+    with caplog.at_level("WARNING"):
+        batches = list(PatchedDataset(path, config).slot_stream())
+    assert "row_group_sha256" in caplog.text
+    np.testing.assert_array_equal(delivered_counts(batches), expected_counts(docs))
