@@ -550,3 +550,90 @@ def test_manifest_without_row_group_sha256_is_still_read(tmp_path, caplog):
         batches = list(PatchedDataset(path, config).slot_stream())
     assert "row_group_sha256" in caplog.text
     np.testing.assert_array_equal(delivered_counts(batches), expected_counts(docs))
+
+
+def assert_same_lists(a, b):
+    assert len(a) == len(b)
+    if a:
+        assert_same_batches(a, b)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumable_loader_state_before_the_first_batch(dataset_dir, workers):
+    path, _ = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, shuffle_window=2)
+    full = take(ResumableLoader(PatchedDataset(path, config), num_workers=workers), 12)
+    fresh = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    state = json.loads(json.dumps(fresh.state_dict()))  # before any batch
+    again = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    again.load_state_dict(state)
+    assert_same_batches(take(again, 12), full)
+    # a loader resumed mid-run, checkpointed again before its first batch, resumes at the same place
+    mid = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    first = take(mid, 5)
+    resumed = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    resumed.load_state_dict(mid.state_dict())
+    last = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    last.load_state_dict(resumed.state_dict())
+    assert_same_batches(first + take(last, 7), full)
+
+
+def _finished_pass_cases(make):
+    """(what an uninterrupted loader yields next, what a loader resumed from its state yields) after a
+    finite pass: once ended by StopIteration, once stopped right after its last batch."""
+    loader = make()
+    whole = list(loader)
+    state = loader.state_dict()
+    uninterrupted = list(loader)  # a second pass over the same loader
+    resumed = make()
+    resumed.load_state_dict(torch.load(_saved(state), weights_only=True))
+    yield uninterrupted, list(resumed), len(whole)
+    loader = make()
+    it = iter(loader)
+    take(it, len(whole))
+    state = loader.state_dict()
+    rest = list(it)
+    resumed = make()
+    resumed.load_state_dict(torch.load(_saved(state), weights_only=True))
+    yield rest, list(resumed), len(whole)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_state_saved_at_the_end_of_a_finite_pass_resumes_as_uninterrupted(dataset_dir, workers):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    path, _ = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=4, epochs=1, shuffle_window=2)
+    loaders = {"stateful": lambda: StatefulDataLoader(PatchedDataset(path, config), batch_size=None,
+                                                      num_workers=workers),
+               "resumable": lambda: ResumableLoader(PatchedDataset(path, config), num_workers=workers)}
+    for name, make in loaders.items():
+        (next_pass, resumed_pass, n), (rest, resumed_rest, _) = _finished_pass_cases(make)
+        assert n > 0 and len(next_pass) == n, name  # the uninterrupted loader starts a new pass
+        assert_same_lists(resumed_pass, next_pass)
+        assert rest == [] and resumed_rest == []
+
+
+@pytest.mark.parametrize("new_workers", [0, 2])
+def test_elastic_resume_of_stateful_dataloaders_through_the_dataset(dataset_dir, new_workers):
+    """The documented elastic path: every new rank's *dataset* receives the list of all old ranks'
+    StatefulDataLoader states; a new StatefulDataLoader is built around it."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    path, docs = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle_window=2, pad_last=True)
+    before, states = [], []
+    for rank in range(2):
+        loader = StatefulDataLoader(PatchedDataset(path, config, rank=rank, world_size=2), batch_size=None,
+                                    num_workers=2)
+        before += take(loader, 4 + 3 * rank)
+        states.append(torch.load(_saved(loader.state_dict()), weights_only=True))
+    after, per_rank = [], []
+    for rank in range(3):
+        ds = PatchedDataset(path, config, rank=rank, world_size=3)
+        ds.load_state_dict(states)
+        got = list(StatefulDataLoader(ds, batch_size=None, num_workers=new_workers))
+        per_rank.append(len(got))
+        after += got
+    assert len(before) == 11 and len(set(per_rank)) == 1 and per_rank[0] > 0
+    np.testing.assert_array_equal(delivered_counts(before + after), expected_counts(docs))

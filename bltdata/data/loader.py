@@ -432,10 +432,18 @@ class PatchedDataset(IterableDataset):
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict]:
+        """This process's batches. A loaded state applies to the next iteration only: later ones
+        start the run from its beginning, as they would had the state never been loaded (and as
+        an uninterrupted loader's next pass does)."""
         slot, num_slots = self._slot()
         plans, saved = self._start(slot, num_slots)
         self._live = _SlotStream(self, slot, num_slots, plans, saved)
+        self.forget_resume()
         return self._tensors(self._live)
+
+    def forget_resume(self) -> None:
+        """Drop the loaded state: the next iteration starts the run from its beginning."""
+        self._resume = self._merged = None
 
     def _tensors(self, stream: _SlotStream) -> Iterator[dict]:
         in_worker = get_worker_info() is not None
@@ -495,37 +503,48 @@ class ResumableLoader:
         self.dataset = dataset
         self.num_workers = num_workers
         self.loader_kwargs = loader_kwargs
-        self._states: dict[int, dict] = {}
+        self._states: dict[int, dict] | None = None  # None: where the next iteration would start
         self._next = 0
 
     def _logical_workers(self) -> int:
         return max(1, self.num_workers)
 
+    def _starting_point(self) -> tuple[dict[int, dict], int]:
+        """Each worker's state and the next worker at the start of the next iteration (a loaded state, or
+        the beginning of the run)."""
+        k = self._logical_workers()
+        first = [self.dataset.slot_stream(w, k).state() for w in range(k)]
+        r = self.dataset._resume
+        next_worker = r.shift[1] if r is not None and r.shift is not None and r.shift[0] == k else 0
+        return {int(st["slot"]) - self.dataset.rank * k: st for st in first}, next_worker
+
     def __iter__(self) -> Iterator[dict]:
         from torch.utils.data import DataLoader
 
         k = self._logical_workers()
-        first = [self.dataset.slot_stream(w, k).state() for w in range(k)]
-        self._states = {int(st["slot"]) - self.dataset.rank * k: st for st in first}
-        r = self.dataset._resume
-        self._next = r.shift[1] if r is not None and r.shift is not None and r.shift[0] == k else 0
+        self._states, self._next = self._starting_point()
         self.dataset.emit_state = True
         try:
-            loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.loader_kwargs)
-            for batch in loader:
+            batches = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                      **self.loader_kwargs))
+            self.dataset.forget_resume()  # the workers (or the iterator) hold it now: used once
+            for batch in batches:
                 state = batch.pop("_state")
                 worker = int(state["slot"]) - self.dataset.rank * k
                 self._states[worker] = state
                 self._next = (worker + 1) % k
                 yield batch
+            self._states = None  # the pass is over: a state saved now starts the next one
         finally:
             self.dataset.emit_state = False
 
     def state_dict(self) -> dict:
-        k = self._logical_workers()
+        """Where this loader stands: after the last batch handed out, or — before the first batch, or
+        after a pass has ended — where its next iteration starts."""
+        states, next_worker = (self._states, self._next) if self._states is not None else self._starting_point()
         return {"format": STATE_FORMAT, "kind": "rank", "rank": self.dataset.rank,
-                "world_size": self.dataset.world_size, "num_workers": k, "next_worker": self._next,
-                "slots": [self._states[w] for w in sorted(self._states)]}
+                "world_size": self.dataset.world_size, "num_workers": self._logical_workers(),
+                "next_worker": next_worker, "slots": [states[w] for w in sorted(states)]}
 
     def load_state_dict(self, state: Any) -> None:
         self.dataset.load_state_dict(state)
