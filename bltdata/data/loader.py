@@ -46,9 +46,14 @@ resume at 90 % of an epoch starts as fast as a fresh start.
 - Same world size and workers: exactly the batches an uninterrupted run would yield. With
   `torchdata.stateful_dataloader.StatefulDataLoader(ds, batch_size=None, num_workers=k)` use
   its `state_dict()` / `load_state_dict()`; with a plain `DataLoader` wrap the dataset in
-  `ResumableLoader`, which keeps each worker's state from the batches it hands out.
+  `ResumableLoader`, which keeps each worker's state from the batches it hands out. A state
+  taken before the first batch resumes at the start; one taken after a finite pass ended
+  resumes as the uninterrupted loader's next iteration would (a new pass from the start): a
+  state loaded into the dataset applies to its next iteration only.
 - Different world size or workers (elastic): pass the states of *all* old ranks, as a list, to
-  `load_state_dict` on every new rank. Everything no old slot delivered — the rest of each
+  `PatchedDataset.load_state_dict` (or `ResumableLoader.load_state_dict`) on every new rank, then
+  build a new `StatefulDataLoader` around the dataset — `StatefulDataLoader.load_state_dict`
+  takes only its own state of the same worker count, never a list. Everything no old slot delivered — the rest of each
   partially read window from its recorded position (each goes whole to one new slot), the
   untouched windows of the epochs in progress, then the later epochs — is shared out among
   the new slots: nothing is lost or repeated. A new slot that continues such a window starts
