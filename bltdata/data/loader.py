@@ -49,14 +49,16 @@ resume at 90 % of an epoch starts as fast as a fresh start.
   `ResumableLoader`, which keeps each worker's state from the batches it hands out. A state
   taken before the first batch resumes at the start; one taken after a finite pass ended
   resumes as the uninterrupted loader's next iteration would (a new pass from the start): a
-  state loaded into the dataset applies to its next iteration only.
+  state loaded into the dataset applies to its next iteration only (in each process: a
+  DataLoader's workers iterate copies, so for a second pass of a plain or Stateful DataLoader
+  built around a dataset given a state, build a new dataset or use ResumableLoader).
 - Different world size or workers (elastic): pass the states of *all* old ranks, as a list, to
   `PatchedDataset.load_state_dict` (or `ResumableLoader.load_state_dict`) on every new rank, then
   build a new `StatefulDataLoader` around the dataset — `StatefulDataLoader.load_state_dict`
-  takes only its own state of the same worker count, never a list. Everything no old slot delivered — the rest of each
-  partially read window from its recorded position (each goes whole to one new slot), the
-  untouched windows of the epochs in progress, then the later epochs — is shared out among
-  the new slots: nothing is lost or repeated. A new slot that continues such a window starts
+  takes only its own state of the same worker count, never a list. Everything no old slot
+  delivered — the rest of each partially read window from its recorded position (each goes
+  whole to one new slot), the untouched windows of the epochs in progress, then the later
+  epochs — is shared out among the new slots: nothing is lost or repeated. A new slot that continues such a window starts
   with the rest of the document the old slot was cutting, which may then follow another
   document mid-sequence without its BOS; it is a `doc_ids` segment of its own. (Otherwise a
   slot's stream only jumps at window boundaries, which are document boundaries — except in
