@@ -17,7 +17,7 @@ from bltdata.data.loader import DataConfig, PatchedDataset, ResumableLoader
 from bltdata.data.order import all_work_tokens
 from bltdata.data.source import ShardMismatchError
 from bltdata.data.state import StateError
-from bltdata.ids import BOS_ID, EOS_ID, OFFSET
+from bltdata.ids import BOS_ID, EOS_ID, OFFSET, PAD_ID
 
 PATCHER = {"mode": "space", "threshold": None, "threshold_add": None, "max_patch_length": None, "patch_size": 4}
 L = 64
@@ -382,3 +382,258 @@ def test_fewer_windows_than_slots_still_shares_everything(tmp_path):
     np.testing.assert_array_equal(got + remainders, expected_counts(docs))
     even = run_job(path, DataConfig(seq_len=16, batch_size=2, epochs=1), 3, 0)
     assert len({len(bs) for bs in even.values()}) == 1 and len(even[(0, 0)]) > 0
+
+
+def non_pad_tokens(batches):
+    return sum(int((np.asarray(b["tokens"]) != PAD_ID).sum()) for b in batches)
+
+
+@pytest.mark.parametrize("pad_last", [False, True])
+@pytest.mark.parametrize("world_size,workers", list(itertools.product([1, 2, 3, 4], [0, 1, 2, 3])))
+def test_default_options_lose_only_the_final_partial_sequences(dataset_dir, world_size, workers, pad_last):
+    """Default options (even_batches on) through a real DataLoader: every rank the same number of
+    batches, and nothing lost but each slot's final partial sequence (none with pad_last)."""
+    from torch.utils.data import DataLoader
+
+    path, docs = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, epochs=1, **({"pad_last": True} if pad_last else {}))
+    per_rank, batches = [], []
+    for rank in range(world_size):
+        ds = PatchedDataset(path, config, rank=rank, world_size=world_size)
+        got = list(DataLoader(ds, batch_size=None, num_workers=workers))
+        per_rank.append(len(got))
+        batches += got
+    assert len(set(per_rank)) == 1 and per_rank[0] > 0
+    got, want = delivered_counts(batches), expected_counts(docs)
+    src = PatchedDataset(path, config).sources[0]
+    num_slots = world_size * max(1, workers)
+    work = all_work_tokens(loader_module.Plan(), num_slots, src.epoch, src.tokens_per_epoch, 1)
+    lost = 0 if pad_last else int((work % L).sum())  # the final partial sequence of each slot
+    assert lost <= num_slots * (L - 1)
+    assert non_pad_tokens(batches) == src.tokens_per_epoch - lost
+    assert (got <= want).all() and (want - got).sum() <= lost and got.sum() > 0
+    if pad_last:
+        np.testing.assert_array_equal(got, want)
+
+
+def eval_run(path, world_size, seq_len=L, batch_size=2):
+    from bltdata.blt.data import eval_batches
+    from bltdata.blt.distributed import Runtime
+
+    return [list(eval_batches(str(path), seq_len, batch_size, Runtime(rank=r, world_size=world_size)))
+            for r in range(world_size)]
+
+
+def real_rows(per_rank):
+    """Every non-padding row of a run, as bytes, sorted (the sequences, whichever rank had them)."""
+    rows = [bytes(np.asarray(row, dtype=np.int16)) for batches in per_rank for b in batches
+            for row in np.asarray(b["tokens"]) if (row != PAD_ID).any()]
+    return sorted(rows)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4, 7])
+def test_eval_reads_the_same_sequences_at_any_world_size(dataset_dir, world_size):
+    path, docs = dataset_dir
+    single, multi = eval_run(path, 1), eval_run(path, world_size)
+    assert len({len(bs) for bs in multi}) == 1  # same number of batches on every rank
+    assert real_rows(multi) == real_rows(single) and len(real_rows(single)) > 0
+    for run in (single, multi):
+        np.testing.assert_array_equal(delivered_counts([b for bs in run for b in bs]), expected_counts(docs))
+    for b in (b for bs in multi for b in bs):
+        check_batch_invariants(b)
+
+
+def test_eval_bits_per_byte_do_not_depend_on_world_size(dataset_dir):
+    from bltdata.blt.config import debug
+    from bltdata.blt.evaluate import evaluate
+    from bltdata.blt.loss import bits_per_byte
+    from bltdata.blt.model import BLT
+
+    path, docs = dataset_dir
+    torch.manual_seed(0)
+    model = BLT(debug()).eval()
+    results = {}
+    for world_size in (1, 2, 3):
+        # what evaluate()'s all_reduce does across ranks: add every rank's sums
+        per_rank = [evaluate(model, iter(batches), "cpu") for batches in eval_run(path, world_size, seq_len=128)]
+        nats, count = sum(r["nats"] for r in per_rank), sum(r["bytes"] for r in per_rank)
+        results[world_size] = (bits_per_byte(nats, count), count)
+    (bpb, count), = {results[1]}
+    assert count >= sum(n for n, _ in docs.values()) > 0 and bpb > 0
+    for world_size, (other, other_count) in results.items():
+        assert other_count == count
+        assert abs(other - bpb) <= 1e-6 * bpb, (world_size, other, bpb)
+
+
+def cli_verify(path):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    return CliRunner().invoke(main, ["verify", str(path)])
+
+
+def forge_same_size(shard_path, victim_value, candidates):
+    """Rewrite a shard with one document's bytes changed (same length, valid Parquet, same file size)."""
+    rows = list(shards.iter_rows(shard_path))
+    forged = shard_path.with_name("forged.tmp")
+    for new_value in candidates:
+        writer = shards.ShardWriter(forged, patcher=PATCHER, row_group_bytes=400)
+        for row in rows:
+            data = row["bytes"]
+            if data and data[0] == victim_value:
+                data = bytes([new_value]) * len(data)
+            writer.add(row["doc_id"], row["source"], data, row["patch_lengths"])
+        writer.close()
+        if forged.stat().st_size == shard_path.stat().st_size:  # the case a size check cannot see
+            forged.replace(shard_path)
+            return new_value
+    raise AssertionError("no same-size forgery found")
+
+
+def test_manifest_with_a_shard_entry_removed_is_refused(tmp_path):
+    path = tmp_path / "data"
+    write_constant_docs(path, n_shards=3, docs_per_shard=20, seed=5)
+    manifest_file = path / "manifest.json"
+    doc = json.loads(manifest_file.read_text())
+    doc["shards"] = doc["shards"][1:]
+    manifest_file.write_text(json.dumps(doc))
+    with pytest.raises(ShardMismatchError, match="contradicts itself") as err:
+        PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1))
+    assert str(manifest_file) in str(err.value) and "fingerprint" in str(err.value)
+    result = cli_verify(path)
+    assert result.exit_code == 1 and f"{manifest_file}: fingerprint does not match" in result.output
+    assert str(path / "part-00000.parquet") in result.output  # on disk, not in the manifest
+
+
+def test_same_size_forged_shard_is_refused(tmp_path):
+    path = tmp_path / "data"
+    docs = write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=6)
+    victim = next(v for v, (n, _) in docs.items() if n > 20)
+    spares = [v for v in range(256) if v not in docs]
+    shard = next(p for p in shards.shard_files(path) if any(r["doc_id"] == f"doc-{victim}" for r in shards.iter_rows(p)))
+    forge_same_size(shard, victim, spares)
+    ds = PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle=False))
+    with pytest.raises(ShardMismatchError, match="sha256") as err:
+        list(ds.slot_stream())
+    assert str(shard) in str(err.value)
+    result = cli_verify(path)
+    assert result.exit_code == 1 and f"{shard}: sha256 differs" in result.output
+
+
+def test_flipped_byte_in_a_shard_is_refused_naming_it(tmp_path):
+    path = tmp_path / "data"
+    write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=6)
+    shard = shards.shard_files(path)[0]
+    chunk = next(c for c in (shards.open_shard(shard).metadata.row_group(1).column(j) for j in range(6))
+                 if c.path_in_schema == "bytes")  # a column the loader reads
+    raw = bytearray(shard.read_bytes())
+    raw[chunk.data_page_offset + chunk.total_compressed_size - 3] ^= 0x40
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ShardMismatchError) as err:
+        list(PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle=False)).slot_stream())
+    assert str(shard) in str(err.value)
+    result = cli_verify(path)
+    assert result.exit_code == 1 and str(shard) in result.output
+
+
+def test_manifest_without_row_group_sha256_is_still_read(tmp_path, caplog):
+    path = tmp_path / "data"
+    docs = write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=6)
+    manifest_file = path / "manifest.json"
+    doc = json.loads(manifest_file.read_text())
+    for entry in doc["shards"]:
+        del entry["row_group_sha256"]  # as written before the field existed
+    manifest_file.write_text(json.dumps(doc))
+    config = DataConfig(seq_len=L, batch_size=2, epochs=1, pad_last=True)
+    with caplog.at_level("WARNING"):
+        batches = list(PatchedDataset(path, config).slot_stream())
+    assert "row_group_sha256" in caplog.text
+    np.testing.assert_array_equal(delivered_counts(batches), expected_counts(docs))
+
+
+def assert_same_lists(a, b):
+    assert len(a) == len(b)
+    if a:
+        assert_same_batches(a, b)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumable_loader_state_before_the_first_batch(dataset_dir, workers):
+    path, _ = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, shuffle_window=2)
+    full = take(ResumableLoader(PatchedDataset(path, config), num_workers=workers), 12)
+    fresh = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    state = json.loads(json.dumps(fresh.state_dict()))  # before any batch
+    again = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    again.load_state_dict(state)
+    assert_same_batches(take(again, 12), full)
+    # a loader resumed mid-run, checkpointed again before its first batch, resumes at the same place
+    mid = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    first = take(mid, 5)
+    resumed = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    resumed.load_state_dict(mid.state_dict())
+    last = ResumableLoader(PatchedDataset(path, config), num_workers=workers)
+    last.load_state_dict(resumed.state_dict())
+    assert_same_batches(first + take(last, 7), full)
+
+
+def _finished_pass_cases(make):
+    """(what an uninterrupted loader yields next, what a loader resumed from its state yields) after a
+    finite pass: once ended by StopIteration, once stopped right after its last batch."""
+    loader = make()
+    whole = list(loader)
+    state = loader.state_dict()
+    uninterrupted = list(loader)  # a second pass over the same loader
+    resumed = make()
+    resumed.load_state_dict(torch.load(_saved(state), weights_only=True))
+    yield uninterrupted, list(resumed), len(whole)
+    loader = make()
+    it = iter(loader)
+    take(it, len(whole))
+    state = loader.state_dict()
+    rest = list(it)
+    resumed = make()
+    resumed.load_state_dict(torch.load(_saved(state), weights_only=True))
+    yield rest, list(resumed), len(whole)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_a_state_saved_at_the_end_of_a_finite_pass_resumes_as_uninterrupted(dataset_dir, workers):
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    path, _ = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=4, epochs=1, shuffle_window=2)
+    loaders = {"stateful": lambda: StatefulDataLoader(PatchedDataset(path, config), batch_size=None,
+                                                      num_workers=workers),
+               "resumable": lambda: ResumableLoader(PatchedDataset(path, config), num_workers=workers)}
+    for name, make in loaders.items():
+        (next_pass, resumed_pass, n), (rest, resumed_rest, _) = _finished_pass_cases(make)
+        assert n > 0 and len(next_pass) == n, name  # the uninterrupted loader starts a new pass
+        assert_same_lists(resumed_pass, next_pass)
+        assert rest == [] and resumed_rest == []
+
+
+@pytest.mark.parametrize("new_workers", [0, 2])
+def test_elastic_resume_of_stateful_dataloaders_through_the_dataset(dataset_dir, new_workers):
+    """The documented elastic path: every new rank's *dataset* receives the list of all old ranks'
+    StatefulDataLoader states; a new StatefulDataLoader is built around it."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    path, docs = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle_window=2, pad_last=True)
+    before, states = [], []
+    for rank in range(2):
+        loader = StatefulDataLoader(PatchedDataset(path, config, rank=rank, world_size=2), batch_size=None,
+                                    num_workers=2)
+        before += take(loader, 4 + 3 * rank)
+        states.append(torch.load(_saved(loader.state_dict()), weights_only=True))
+    after, per_rank = [], []
+    for rank in range(3):
+        ds = PatchedDataset(path, config, rank=rank, world_size=3)
+        ds.load_state_dict(states)
+        got = list(StatefulDataLoader(ds, batch_size=None, num_workers=new_workers))
+        per_rank.append(len(got))
+        after += got
+    assert len(before) == 11 and len(set(per_rank)) == 1 and per_rank[0] > 0
+    np.testing.assert_array_equal(delivered_counts(before + after), expected_counts(docs))

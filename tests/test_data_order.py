@@ -97,3 +97,16 @@ def test_remaining_work_clips_at_the_position():
     a, b = work[0]
     left = remaining_work(Plan(), 1, 3, epochs, T, a + 5, before_epoch=1, max_epochs=1)
     assert left == [(a + 5, b)] and b > a + 5
+
+
+@pytest.mark.parametrize("num_slots", [1, 2, 3, 5, 40])
+def test_sequence_aligned_bounds_cut_only_at_multiples_of_the_sequence_length(num_slots):
+    from bltdata.data.order import epoch_bounds
+
+    offsets = np.array([0, 100, 350, 351, 1000], dtype=np.int64)  # 4 windows, T = 1000
+    bounds = epoch_bounds(offsets, num_slots, align=64)
+    assert bounds[0] == 0 and bounds[-1] == 1000 and (np.diff(bounds) >= 0).all()
+    assert all(b % 64 == 0 for b in bounds[:-1])  # every slot starts a whole sequence
+    shares = np.diff(bounds)
+    assert shares.max() - shares[shares > 0].min() <= 64  # equal up to one sequence
+    assert shares.sum() == 1000 and (shares > 0).sum() == min(num_slots, 16)  # 16 sequences in all

@@ -2,7 +2,7 @@
 
 Training reads an endless, shuffled, resumable stream (``ResumableLoader`` over a
 ``PatchedDataset``, one slot per rank); evaluation reads a held-out manifest once, in
-manifest order, with the same number of batches on every rank. The manifests also tell
+manifest order, every token exactly once, with the same number of batches on every rank. The manifests also tell
 the FLOP accounting the mean patch length and tell generation how the data was patched.
 """
 from __future__ import annotations
@@ -40,12 +40,16 @@ def train_loader(sources: Sequence[str], seq_len: int, batch_size: int, rt: Runt
 def eval_batches(source: str, seq_len: int, batch_size: int, rt: Runtime) -> Iterator[dict]:
     """One pass over a held-out manifest, in manifest order, same batch count on every rank.
 
-    What a pass leaves out: each rank's final partial sequence, and (with several ranks) the
-    excess of a rank's share over the smallest one (see `bltdata.data.loader`).
+    Nothing is left out and the sequences do not depend on the world size: the manifest's one
+    token stream is cut into seq_len sequences, each rank gets a contiguous run of whole
+    sequences (`slot_split="sequences"`), the final partial sequence is padded, and a rank with
+    fewer batches ends with padding batches — padding is never a counted target, so the summed
+    bits per byte equal a single process's up to float rounding.
     """
     from bltdata.data.loader import DataConfig, PatchedDataset
 
-    config = DataConfig(seed=0, shuffle=False, seq_len=seq_len, batch_size=batch_size, epochs=1)
+    config = DataConfig(seed=0, shuffle=False, seq_len=seq_len, batch_size=batch_size, epochs=1,
+                        even_batches=True, pad_last=True, slot_split="sequences")
     return iter(PatchedDataset(source, config, rank=rt.rank, world_size=rt.world_size))
 
 

@@ -25,11 +25,18 @@ shared-memory transfer of three int64 tensors costs more than making the batch.
 Epochs: with `epochs=None` (the default, for training) each slot streams epoch after epoch
 forever (each epoch reshuffled); every rank yields batches for as long as it is asked, so no
 rank waits, and a training loop runs `batches_per_epoch()` steps per nominal epoch. With
-`epochs=k` each slot stops after its share of k epochs; `even_batches` then cuts every slot to
-the same number of sequences (the smallest share, known from the manifest's sizes) so all
-ranks yield the same number of batches. Not delivered at the end of a finite run: each slot's
-final partial sequence, plus with `even_batches` the excess of its share over the smallest
-(shares differ by at most about one window).
+`epochs=k` each slot stops after its share of k epochs, every share delivered whole: the workers
+of a rank are never evened out. With `even_batches` (the default; finite, single source) every
+*rank* yields the same number of batches — a rank with fewer ends with padding batches (every
+token PAD = 0, never a counted target, `blt/loss.py`), so DDP/FSDP collectives stay matched.
+Not delivered at the end of a finite run: each slot's final partial sequence, fewer than seq_len
+tokens, so at most `world_size * num_workers * (seq_len - 1)` tokens per source in all — nothing
+with `pad_last=True`, which delivers it padded with PAD — and, only with `drop_last=True`, each
+slot's final short batch. (A finite mixture of several sources ends with its first exhausted
+source, so that the proportions stay exact.) `slot_split="sequences"` cuts the slots' shares at
+multiples of seq_len of the one stream instead of at windows, so the sequences themselves do
+not depend on the number of slots: evaluation uses it with `pad_last` (`blt/data.py`), and its
+bits per byte are the same at any world size.
 
 Resume (`state.py` has the formats): the state is, per source, the global position of the
 first token not yet delivered in a batch — O(1), with the partial sequence in flight and the
@@ -39,12 +46,19 @@ resume at 90 % of an epoch starts as fast as a fresh start.
 - Same world size and workers: exactly the batches an uninterrupted run would yield. With
   `torchdata.stateful_dataloader.StatefulDataLoader(ds, batch_size=None, num_workers=k)` use
   its `state_dict()` / `load_state_dict()`; with a plain `DataLoader` wrap the dataset in
-  `ResumableLoader`, which keeps each worker's state from the batches it hands out.
+  `ResumableLoader`, which keeps each worker's state from the batches it hands out. A state
+  taken before the first batch resumes at the start; one taken after a finite pass ended
+  resumes as the uninterrupted loader's next iteration would (a new pass from the start): a
+  state loaded into the dataset applies to its next iteration only (in each process: a
+  DataLoader's workers iterate copies, so for a second pass of a plain or Stateful DataLoader
+  built around a dataset given a state, build a new dataset or use ResumableLoader).
 - Different world size or workers (elastic): pass the states of *all* old ranks, as a list, to
-  `load_state_dict` on every new rank. Everything no old slot delivered — the rest of each
-  partially read window from its recorded position (each goes whole to one new slot), the
-  untouched windows of the epochs in progress, then the later epochs — is shared out among
-  the new slots: nothing is lost or repeated. A new slot that continues such a window starts
+  `PatchedDataset.load_state_dict` (or `ResumableLoader.load_state_dict`) on every new rank, then
+  build a new `StatefulDataLoader` around the dataset — `StatefulDataLoader.load_state_dict`
+  takes only its own state of the same worker count, never a list. Everything no old slot
+  delivered — the rest of each partially read window from its recorded position (each goes
+  whole to one new slot), the untouched windows of the epochs in progress, then the later
+  epochs — is shared out among the new slots: nothing is lost or repeated. A new slot that continues such a window starts
   with the rest of the document the old slot was cutting, which may then follow another
   document mid-sequence without its BOS; it is a `doc_ids` segment of its own. (Otherwise a
   slot's stream only jumps at window boundaries, which are document boundaries — except in
@@ -68,7 +82,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from bltdata.data.mixing import StrideScheduler
 from bltdata.data.order import Plan, all_work_tokens, slot_work
-from bltdata.data.packing import Fragment, PackedBatch, SequenceChunk, cut_sequences, pack_rows
+from bltdata.data.packing import (Fragment, PackedBatch, SequenceChunk, cut_sequences, pack_rows, padded_sequence,
+                                  padding_batch)
 from bltdata.data.source import ManifestSource
 from bltdata.data.state import ORDER_KEYS, STATE_FORMAT, Resume, StateError, merged, resume_from
 
@@ -92,8 +107,10 @@ class DataConfig:
     seq_len: int = 8192           # tokens per sequence (model input + 1 for the targets)
     batch_size: int = 8           # sequences per batch (per slot)
     epochs: int | None = None     # None: stream forever; k: stop after k epochs
-    even_batches: bool = True     # finite, single source: same number of batches on every slot
+    even_batches: bool = True     # finite, single source: same number of batches on every rank (padding batches)
     drop_last: bool = False       # finite: drop the final batch when it has < batch_size rows
+    pad_last: bool = False        # finite: deliver each slot's final partial sequence padded with PAD
+    slot_split: str = "windows"   # "windows": slots read whole windows; "sequences": whole seq_len sequences
     max_patches: int | None = None  # fixed width of patch_lengths (None: the batch's maximum)
     cu_seqlens: bool = False
     return_source: bool = False
@@ -104,6 +121,13 @@ class DataConfig:
             raise ValueError(f"seq_len, batch_size and shuffle_window must be >= 1 (got {self})")
         if self.epochs is not None and self.epochs < 1:
             raise ValueError(f"epochs must be None or >= 1, got {self.epochs}")
+        if self.slot_split not in ("windows", "sequences"):
+            raise ValueError(f"slot_split must be 'windows' or 'sequences', got {self.slot_split!r}")
+
+    @property
+    def align(self) -> int | None:
+        """The sequence length slot shares are cut at (slot_split="sequences"), else None."""
+        return self.seq_len if self.slot_split == "sequences" else None
 
     @property
     def order(self) -> dict:
@@ -123,11 +147,12 @@ class _SourceStream:
     """One slot's sequences from one source: walks its intervals window by window and packs them."""
 
     def __init__(self, source: ManifestSource, plan: Plan, slot: int, num_slots: int, config: DataConfig,
-                 saved: dict | None, limit: int | None):
-        self.source, self.config, self.limit = source, config, limit
+                 saved: dict | None):
+        self.source, self.config = source, config
         T = source.tokens_per_epoch
         position = None if saved is None else saved["position"]
-        self._work = slot_work(plan, slot, num_slots, source.epoch, T, config.epochs, start_at=position)
+        self._work = slot_work(plan, slot, num_slots, source.epoch, T, config.epochs, start_at=position,
+                               align=config.align)
         self.sequences = 0 if saved is None else int(saved["sequences"])
         self.cur: int | None = None
         self.end = 0
@@ -176,8 +201,6 @@ class _SourceStream:
         return piece
 
     def has_next(self) -> bool:
-        if self.limit is not None and self.sequences >= self.limit:
-            return False
         if self.chunk is not None and self.k < len(self.chunk):
             return True
         while self.cur is not None:
@@ -187,6 +210,10 @@ class _SourceStream:
             if len(chunk):
                 self.chunk, self.k = chunk, 0
                 return True
+        if self.config.pad_last and len(self.rest):  # the end of a finite run: its partial sequence
+            self.chunk, self.k = padded_sequence(self.rest, self.config.seq_len), 0
+            self.rest = Fragment.empty(self.end)
+            return True
         return False
 
     def next_bytes(self) -> int:
@@ -198,8 +225,6 @@ class _SourceStream:
     def take_many(self, n: int) -> list[tuple[SequenceChunk, int]]:
         """Up to n rows of the current chunk (at least one; call has_next first)."""
         n = min(n, len(self.chunk) - self.k)
-        if self.limit is not None:
-            n = max(1, min(n, self.limit - self.sequences))
         rows = [(self.chunk, k) for k in range(self.k, self.k + n)]
         self.k += n
         self.sequences += n
@@ -218,22 +243,23 @@ class _SlotStream:
         self.slot, self.num_slots, self.plans = slot, num_slots, plans
         self.config = dataset.config
         self.sources = dataset.sources
-        limit = self._even_limit(plans, num_slots)
+        self.total_batches = self._even_total(plans, slot, num_slots, dataset.world_size)
         entries = saved["sources"] if saved else [None] * len(plans)
-        self.streams = [_SourceStream(src, plan, slot, num_slots, self.config, entry, limit)
+        self.streams = [_SourceStream(src, plan, slot, num_slots, self.config, entry)
                         for src, plan, entry in zip(self.sources, plans, entries)]
         taken = [int(e["taken"]) for e in entries] if saved else None
         self.scheduler = StrideScheduler(dataset.weights, list(taken) if taken else [])
         self.committed_taken = list(self.scheduler.taken)
         self.batches = int(saved["batches"]) if saved else 0
 
-    def _even_limit(self, plans: list[Plan], num_slots: int) -> int | None:
+    def _even_total(self, plans: list[Plan], slot: int, num_slots: int, world_size: int) -> int | None:
+        """With even_batches, the batches this slot yields in all, padding batches included (else None)."""
         c = self.config
         if c.epochs is None or not c.even_batches or len(plans) != 1:
             return None
         src = self.sources[0]
-        totals = all_work_tokens(plans[0], num_slots, src.epoch, src.tokens_per_epoch, c.epochs)
-        return int(totals.min()) // c.seq_len
+        tokens = all_work_tokens(plans[0], num_slots, src.epoch, src.tokens_per_epoch, c.epochs, c.align)
+        return int(even_batch_counts(tokens, world_size, c)[slot])
 
     def _pick(self) -> int | None:
         available = [s.has_next() for s in self.streams]
@@ -241,23 +267,28 @@ class _SlotStream:
             return None  # a finite mixture ends with its first exhausted source: proportions stay exact
         return self.scheduler.pick(available)
 
+    def _rows(self) -> tuple[list[tuple[SequenceChunk, int]], list[int]]:
+        """Up to batch_size rows for the next batch, and the source of each."""
+        rows, picked = [], []
+        while len(rows) < self.config.batch_size:
+            i = self._pick()
+            if i is None:
+                break
+            if len(self.streams) > 1:
+                self.scheduler.consume(i, self.streams[i].next_bytes())
+                taken = [self.streams[i].take()]
+            else:  # one source: take as many rows as the chunk holds at once
+                taken = self.streams[i].take_many(self.config.batch_size - len(rows))
+            rows.extend(taken)
+            picked.extend([i] * len(taken))
+        return rows, picked
+
     def __iter__(self) -> Iterator[tuple[PackedBatch, dict]]:
         c = self.config
         while True:
-            rows, picked = [], []
-            while len(rows) < c.batch_size:
-                i = self._pick()
-                if i is None:
-                    break
-                if len(self.streams) > 1:
-                    self.scheduler.consume(i, self.streams[i].next_bytes())
-                    taken = [self.streams[i].take()]
-                else:  # one source: take as many rows as the chunk holds at once
-                    taken = self.streams[i].take_many(c.batch_size - len(rows))
-                rows.extend(taken)
-                picked.extend([i] * len(taken))
+            rows, picked = self._rows()
             if not rows or (len(rows) < c.batch_size and c.drop_last):
-                return
+                break
             batch = pack_rows(rows)
             extras = {"source": np.asarray(picked, dtype=np.int64)} if c.return_source else {}
             for stream in self.streams:
@@ -266,17 +297,39 @@ class _SlotStream:
             self.batches += 1
             yield batch, extras
             if len(rows) < c.batch_size:
-                return
+                break
+        while self.total_batches is not None and self.batches < self.total_batches:
+            self.batches += 1  # even_batches: this rank has fewer batches than another one
+            extras = {"source": np.full(c.batch_size, -1, dtype=np.int64)} if c.return_source else {}
+            yield padding_batch(c.batch_size, c.seq_len), extras
 
     def state(self) -> dict:
         return {
             "format": STATE_FORMAT, "kind": "slot", "slot": self.slot, "num_slots": self.num_slots,
-            "order": self.config.order, "batches": self.batches,
+            "order": self.config.order, "align": self.config.align, "batches": self.batches,
             "sources": [{"manifest": src.path, "fingerprint": src.fingerprint, "plan": plan.to_dict(),
                          "position": stream.committed[0], "sequences": stream.committed[1], "taken": taken}
                         for src, plan, stream, taken in zip(self.sources, self.plans, self.streams,
                                                             self.committed_taken)],
         }
+
+
+def slot_batch_counts(work_tokens: np.ndarray, config: DataConfig) -> np.ndarray:
+    """Batches each slot makes of its finite work (tokens per slot), before any padding batch."""
+    L, B = config.seq_len, config.batch_size
+    sequences = work_tokens // L + ((work_tokens % L > 0) if config.pad_last else 0)
+    return sequences // B if config.drop_last else -(-sequences // B)
+
+
+def even_batch_counts(work_tokens: np.ndarray, world_size: int, config: DataConfig) -> np.ndarray:
+    """Per slot (rank-major), its batches plus the padding batches that give every rank as many
+    batches as the rank with most; a rank's padding goes to its workers with fewest batches."""
+    counts = slot_batch_counts(work_tokens, config).reshape(world_size, -1).copy()
+    target = int(counts.sum(axis=1).max())
+    for rank in counts:
+        for _ in range(target - int(rank.sum())):
+            rank[int(np.argmin(rank))] += 1
+    return counts.reshape(-1)
 
 
 def expand_batch(packed: PackedBatch, options: dict, extras: dict) -> dict[str, Any]:
@@ -366,7 +419,7 @@ class PatchedDataset(IterableDataset):
             return [Plan() for _ in self.sources], None
         if r.slots is None:
             return r.plans, None
-        if r.num_slots == num_slots:
+        if r.num_slots == num_slots and r.align == self.config.align:
             if slot not in r.slots:
                 raise StateError(f"the loaded state has no entry for slot {slot} of {num_slots} "
                                  f"(rank {self.rank}); load this rank's own state, or all ranks' states")
@@ -386,10 +439,18 @@ class PatchedDataset(IterableDataset):
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict]:
+        """This process's batches. A loaded state applies to the next iteration only: later ones
+        start the run from its beginning, as they would had the state never been loaded (and as
+        an uninterrupted loader's next pass does)."""
         slot, num_slots = self._slot()
         plans, saved = self._start(slot, num_slots)
         self._live = _SlotStream(self, slot, num_slots, plans, saved)
+        self.forget_resume()
         return self._tensors(self._live)
+
+    def forget_resume(self) -> None:
+        """Drop the loaded state: the next iteration starts the run from its beginning."""
+        self._resume = self._merged = None
 
     def _tensors(self, stream: _SlotStream) -> Iterator[dict]:
         in_worker = get_worker_info() is not None
@@ -449,37 +510,48 @@ class ResumableLoader:
         self.dataset = dataset
         self.num_workers = num_workers
         self.loader_kwargs = loader_kwargs
-        self._states: dict[int, dict] = {}
+        self._states: dict[int, dict] | None = None  # None: where the next iteration would start
         self._next = 0
 
     def _logical_workers(self) -> int:
         return max(1, self.num_workers)
 
+    def _starting_point(self) -> tuple[dict[int, dict], int]:
+        """Each worker's state and the next worker at the start of the next iteration (a loaded state, or
+        the beginning of the run)."""
+        k = self._logical_workers()
+        first = [self.dataset.slot_stream(w, k).state() for w in range(k)]
+        r = self.dataset._resume
+        next_worker = r.shift[1] if r is not None and r.shift is not None and r.shift[0] == k else 0
+        return {int(st["slot"]) - self.dataset.rank * k: st for st in first}, next_worker
+
     def __iter__(self) -> Iterator[dict]:
         from torch.utils.data import DataLoader
 
         k = self._logical_workers()
-        first = [self.dataset.slot_stream(w, k).state() for w in range(k)]
-        self._states = {int(st["slot"]) - self.dataset.rank * k: st for st in first}
-        r = self.dataset._resume
-        self._next = r.shift[1] if r is not None and r.shift is not None and r.shift[0] == k else 0
+        self._states, self._next = self._starting_point()
         self.dataset.emit_state = True
         try:
-            loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.loader_kwargs)
-            for batch in loader:
+            batches = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                      **self.loader_kwargs))
+            self.dataset.forget_resume()  # the workers (or the iterator) hold it now: used once
+            for batch in batches:
                 state = batch.pop("_state")
                 worker = int(state["slot"]) - self.dataset.rank * k
                 self._states[worker] = state
                 self._next = (worker + 1) % k
                 yield batch
+            self._states = None  # the pass is over: a state saved now starts the next one
         finally:
             self.dataset.emit_state = False
 
     def state_dict(self) -> dict:
-        k = self._logical_workers()
+        """Where this loader stands: after the last batch handed out, or — before the first batch, or
+        after a pass has ended — where its next iteration starts."""
+        states, next_worker = (self._states, self._next) if self._states is not None else self._starting_point()
         return {"format": STATE_FORMAT, "kind": "rank", "rank": self.dataset.rank,
-                "world_size": self.dataset.world_size, "num_workers": k, "next_worker": self._next,
-                "slots": [self._states[w] for w in sorted(self._states)]}
+                "world_size": self.dataset.world_size, "num_workers": self._logical_workers(),
+                "next_worker": next_worker, "slots": [states[w] for w in sorted(states)]}
 
     def load_state_dict(self, state: Any) -> None:
         self.dataset.load_state_dict(state)

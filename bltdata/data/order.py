@@ -135,17 +135,26 @@ def split_indices(window_offsets: np.ndarray, num_slots: int) -> np.ndarray:
     return nearest_boundaries(window_offsets, num_slots, nonempty=True)
 
 
-def epoch_bounds(window_offsets: np.ndarray, num_slots: int) -> np.ndarray:
+def epoch_bounds(window_offsets: np.ndarray, num_slots: int, align: int | None = None) -> np.ndarray:
     """Token offsets (num_slots + 1) of each slot's share of one epoch.
 
     At window boundaries when there are at least as many windows as slots, so that every
     window is read whole by one slot. A data set with fewer windows than slots (a small
     held-out set, say) is cut at equal token counts instead: a boundary may then fall inside a
     document, whose two parts go to neighbouring slots.
+
+    With `align` (a sequence length L), every boundary is a multiple of L instead — each slot
+    gets whole L-token sequences of the epoch's one stream (the last one gets the final,
+    partial sequence) — so the sequences are the same whatever the number of slots, and a
+    slot may get none. Evaluation uses this: its result must not depend on the world size.
     """
+    total = int(window_offsets[-1])
+    if align is not None:
+        sequences = -(-total // align)
+        bounds = np.arange(num_slots + 1, dtype=np.int64) * sequences // num_slots * align
+        return np.minimum(bounds, total)
     if len(window_offsets) - 1 >= num_slots:
         return window_offsets[split_indices(window_offsets, num_slots)]
-    total = int(window_offsets[-1])
     if total < num_slots:
         raise ValueError(f"{total} tokens cannot be shared among {num_slots} slots (world_size x workers)")
     return np.arange(num_slots + 1, dtype=np.int64) * total // num_slots
@@ -210,18 +219,19 @@ def pending_shares(plan: Plan, num_slots: int, epochs: EpochLookup,
 
 
 def slot_work(plan: Plan, slot: int, num_slots: int, epochs: EpochLookup, tokens_per_epoch: int,
-              max_epochs: int | None = None, start_at: int | None = None) -> Iterator[tuple[int, int]]:
+              max_epochs: int | None = None, start_at: int | None = None,
+              align: int | None = None) -> Iterator[tuple[int, int]]:
     """The intervals of global positions that one slot reads, in order (infinite if max_epochs is None).
 
     With `start_at`, intervals that end at or before it are skipped without computing their
-    epochs' orders (resuming late in a long run stays cheap).
+    epochs' orders (resuming late in a long run stays cheap). `align`: see `epoch_bounds`.
     """
     for a, b in pending_shares(plan, num_slots, epochs, tokens_per_epoch)[slot]:
         if start_at is None or b > start_at:
             yield a, b
     e = plan.start_epoch if start_at is None else max(plan.start_epoch, start_at // tokens_per_epoch)
     while max_epochs is None or e < max_epochs:
-        bounds = epoch_bounds(epochs(e).window_offsets, num_slots)
+        bounds = epoch_bounds(epochs(e).window_offsets, num_slots, align)
         a, b = int(bounds[slot]), int(bounds[slot + 1])
         base = e * tokens_per_epoch
         if b > a and (start_at is None or base + b > start_at):
@@ -230,11 +240,13 @@ def slot_work(plan: Plan, slot: int, num_slots: int, epochs: EpochLookup, tokens
 
 
 def remaining_work(plan: Plan, slot: int, num_slots: int, epochs: EpochLookup, tokens_per_epoch: int,
-                   position: int | None, *, before_epoch: int, max_epochs: int | None) -> list[tuple[int, int]]:
+                   position: int | None, *, before_epoch: int, max_epochs: int | None,
+                   align: int | None = None) -> list[tuple[int, int]]:
     """The part of a slot's work at or after `position` and before epoch `before_epoch`."""
     limit = before_epoch * tokens_per_epoch
     out = []
-    for a, b in slot_work(plan, slot, num_slots, epochs, tokens_per_epoch, max_epochs, start_at=position):
+    for a, b in slot_work(plan, slot, num_slots, epochs, tokens_per_epoch, max_epochs, start_at=position,
+                          align=align):
         if a >= limit:
             break
         start = a if position is None else max(a, position)
@@ -244,23 +256,24 @@ def remaining_work(plan: Plan, slot: int, num_slots: int, epochs: EpochLookup, t
 
 
 def position_epoch(plan: Plan, slot: int, num_slots: int, epochs: EpochLookup, tokens_per_epoch: int,
-                   position: int | None, max_epochs: int | None) -> int:
+                   position: int | None, max_epochs: int | None, align: int | None = None) -> int:
     """The epoch of the interval a slot is reading at `position` (its first, if None)."""
-    for a, b in slot_work(plan, slot, num_slots, epochs, tokens_per_epoch, max_epochs, start_at=position):
+    for a, b in slot_work(plan, slot, num_slots, epochs, tokens_per_epoch, max_epochs, start_at=position,
+                          align=align):
         if position is None or position < b:
             return a // tokens_per_epoch
     return max_epochs if max_epochs is not None else plan.start_epoch
 
 
 def merge_plans(plan: Plan, positions: Sequence[int | None], epochs: EpochLookup, tokens_per_epoch: int,
-                max_epochs: int | None) -> Plan:
+                max_epochs: int | None, align: int | None = None) -> Plan:
     """The plan of a new job that continues where every slot of the old job stopped.
 
     `positions[s]` is the first global position old slot s had not yet delivered. Every
     epoch some old slot had started is finished through `pending`; later epochs are untouched.
     """
     num_slots = len(positions)
-    started = [position_epoch(plan, s, num_slots, epochs, tokens_per_epoch, p, max_epochs)
+    started = [position_epoch(plan, s, num_slots, epochs, tokens_per_epoch, p, max_epochs, align)
                for s, p in enumerate(positions)]
     next_epoch = max([plan.start_epoch] + [e + 1 for e in started])
     if max_epochs is not None:
@@ -268,16 +281,16 @@ def merge_plans(plan: Plan, positions: Sequence[int | None], epochs: EpochLookup
     pending = []
     for s, p in enumerate(positions):
         pending.extend(remaining_work(plan, s, num_slots, epochs, tokens_per_epoch, p,
-                                      before_epoch=next_epoch, max_epochs=max_epochs))
+                                      before_epoch=next_epoch, max_epochs=max_epochs, align=align))
     return Plan(next_epoch, tuple(_coalesce(sorted(pending))))
 
 
 def all_work_tokens(plan: Plan, num_slots: int, epochs: EpochLookup, tokens_per_epoch: int,
-                    max_epochs: int) -> np.ndarray:
+                    max_epochs: int, align: int | None = None) -> np.ndarray:
     """Total tokens of every slot's (finite) work, (num_slots,) int64, without per-slot loops over epochs."""
     totals = np.zeros(num_slots, dtype=np.int64)
     for s, share in enumerate(pending_shares(plan, num_slots, epochs, tokens_per_epoch)):
         totals[s] += sum(b - a for a, b in share)
     for e in range(plan.start_epoch, max_epochs):
-        totals += np.diff(epoch_bounds(epochs(e).window_offsets, num_slots))
+        totals += np.diff(epoch_bounds(epochs(e).window_offsets, num_slots, align))
     return totals

@@ -195,6 +195,21 @@ def cut_sequences(fragment: Fragment, seq_len: int, piece_start: int, carried: i
     return chunk, rest
 
 
+def padded_sequence(fragment: Fragment, seq_len: int) -> SequenceChunk:
+    """The final partial sequence of a finite stream (0 < len < seq_len) as one full row.
+
+    The rest of the row is PAD (id 0) in one patch of its own, so the row's real tokens keep
+    their patches and no padding position is ever a counted target (`blt/loss.py`).
+    """
+    n = len(fragment)
+    assert 0 < n < seq_len, (n, seq_len)
+    tokens = np.zeros((1, seq_len), dtype=TOKEN_DTYPE)
+    tokens[0, :n] = fragment.tokens
+    patches = np.concatenate([fragment.patches, np.array([seq_len - n], dtype=np.int32)])
+    return SequenceChunk(tokens, patches, np.array([0, len(patches)], dtype=np.int64), fragment.seams.copy(),
+                         np.array([fragment.start], dtype=np.int64))
+
+
 # ----------------------------------------------------------------------------- sequences -> batch
 
 
@@ -251,6 +266,13 @@ def pack_rows(rows: list[tuple[SequenceChunk, int]]) -> PackedBatch:
             seams.append(chunk.seams[lo:hi] + (r - k) * seq_len)
     seams = np.concatenate(seams) if seams else np.zeros(0, dtype=np.int64)
     return PackedBatch(np.ascontiguousarray(tokens), np.ascontiguousarray(patches), counts, seams)
+
+
+def padding_batch(batch_size: int, seq_len: int) -> PackedBatch:
+    """A batch of PAD only (no counted target): what a rank short of batches yields at the end of a
+    finite run, so that every rank takes the same number of steps (`even_batches`)."""
+    return PackedBatch(np.zeros((batch_size, seq_len), dtype=TOKEN_DTYPE), np.full(batch_size, seq_len, np.int32),
+                       np.ones(batch_size, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
 
 def collate(rows: list[tuple[SequenceChunk, int]], *, max_patches: int | None = None,

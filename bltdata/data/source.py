@@ -1,11 +1,15 @@
 """One manifest as the loader sees it: row-group sizes, per-epoch order, and window reads.
 
 Start-up reads only `manifest.json` (per-row-group row and byte counts are listed there), so it
-does not grow with the number of shards beyond that one file. A shard is opened the first time
-one of its row groups is needed (memory-mapped, page checksums verified); opening checks its
-size and row-group count against the manifest, and every row group read is checked against
-the manifest's row and byte counts, so a shard replaced since the manifest was written is
-refused instead of silently changing the data.
+does not grow with the number of shards beyond that one file; a manifest that contradicts
+itself (an entry removed or edited: its totals or fingerprint no longer match the shard list)
+is refused. A shard is opened when one of its row groups is needed (memory-mapped, page
+checksums verified); opening checks its size and row-group count against the manifest, and
+every row group read is checked against the manifest's sha256 of its stored column chunks
+(`shards.row_group_digest`, ~2 % of the decoding cost) and its row and byte counts, so a shard
+replaced, forged or corrupted since the manifest was written is refused, naming the file,
+instead of silently changing the data. Manifests written before `row_group_sha256` existed are
+still read, with a warning: their row groups are checked by size and counts only.
 """
 from __future__ import annotations
 
@@ -86,7 +90,10 @@ class ManifestSource:
 
     def __init__(self, path: str | os.PathLike, *, seed: int, shuffle: bool, shuffle_window: int,
                  use_threads: bool = False):
-        self.manifest = shards.read_manifest(path)
+        try:
+            self.manifest = shards.read_manifest(path)
+        except shards.ManifestError as e:
+            raise ShardMismatchError(str(e)) from None
         self.path = str(self.manifest.path)
         self.fingerprint = self.manifest.fingerprint
         self.seed, self.shuffle, self.shuffle_window = seed, shuffle, shuffle_window
@@ -110,6 +117,9 @@ class ManifestSource:
         self.row_group_shard = np.asarray(shard_of, dtype=np.int64)
         self.row_group_index = np.asarray(index_in, dtype=np.int64)
         self.tokens_per_epoch = int(self.row_group_tokens.sum())
+        if any(not info.row_group_sha256 for info in self.manifest.shards):
+            log.warning("%s: manifest has no row_group_sha256 (written by an older bltdata): row groups are "
+                        "checked by size and counts only; `bltdata verify` checks every shard's sha256", self.path)
         if self.tokens_per_epoch == 0:
             raise ShardMismatchError(f"{self.path}: the manifest lists no documents")
 
@@ -135,29 +145,43 @@ class ManifestSource:
                 self._epochs.popitem(last=False)
         return self._epochs[e]
 
-    def _open(self, shard: int) -> pq.ParquetFile:
+    def _open(self, shard: int) -> tuple[pa.MemoryMappedFile, pq.ParquetFile]:
         """Open a shard for one read. Not cached: opening costs ~0.2 ms, and a shard kept open
         would keep every page read from it mapped, so RSS would grow with the shard."""
         info = self.manifest.shards[shard]
         path = Path(self.path).parent / info.file
-        size = path.stat().st_size if path.exists() else None
-        if size != info.size:
-            raise ShardMismatchError(f"{path}: size {size} differs from {info.size} in {self.path} "
+        try:
+            mapped = pa.memory_map(str(path))
+        except FileNotFoundError:
+            raise ShardMismatchError(f"{path}: missing, but listed in {self.path}") from None
+        if mapped.size() != info.size:
+            raise ShardMismatchError(f"{path}: size {mapped.size()} differs from {info.size} in {self.path} "
                                      f"(shard replaced or truncated since the manifest was written)")
-        pf = shards.open_shard(path)
+        try:
+            pf = shards.open_shard(mapped)
+        except (OSError, pa.ArrowException) as e:
+            raise ShardMismatchError(f"{path}: not a readable Parquet file ({e}); {self.path} lists it") from None
         if pf.num_row_groups != info.row_groups:
             raise ShardMismatchError(f"{path}: {pf.num_row_groups} row groups, {self.path} lists {info.row_groups}")
-        return pf
+        return mapped, pf
 
     def read_row_group(self, rg: int) -> tuple[pa.Array, pa.Array]:
         """(bytes, patch_lengths) of one row group (flat id), checked against the manifest."""
         shard, index = int(self.row_group_shard[rg]), int(self.row_group_index[rg])
-        table = self._open(shard).read_row_group(index, columns=READ_COLUMNS, use_threads=self.use_threads)
+        info = self.manifest.shards[shard]
+        shard_path = Path(self.path).parent / info.file
+        mapped, pf = self._open(shard)
+        if info.row_group_sha256 and shards.row_group_digest(mapped, pf.metadata, index) != info.row_group_sha256[index]:
+            raise ShardMismatchError(f"{shard_path}: row group {index} differs from its sha256 in {self.path} "
+                                     f"(shard replaced, forged or corrupted since the manifest was written)")
+        try:
+            table = pf.read_row_group(index, columns=READ_COLUMNS, use_threads=self.use_threads)
+        except (OSError, pa.ArrowException) as e:
+            raise ShardMismatchError(f"{shard_path}: row group {index} unreadable: {e}") from None
         data = table.column("bytes").combine_chunks()
         patches = table.column("patch_lengths").combine_chunks()
         nbytes = int(binary_flat(data)[1][-1])
         if len(data) != self.row_group_rows[rg] or nbytes != self.row_group_bytes[rg]:
-            shard_path = Path(self.path).parent / self.manifest.shards[shard].file
             raise ShardMismatchError(
                 f"{shard_path}: row group {index} has {len(data)} rows / {nbytes} bytes, the manifest "
                 f"{self.path} says {self.row_group_rows[rg]} / {self.row_group_bytes[rg]}")

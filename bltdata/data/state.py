@@ -82,6 +82,7 @@ class Resume:
     num_slots: int | None = None          # slot layout the slot states belong to
     slots: dict[int, dict] | None = None  # slot index -> slot state
     shift: tuple[int, int] | None = None  # (num_workers, first logical worker) for ResumableLoader
+    align: int | None = None              # the old job's slot alignment (DataConfig.align)
 
 
 def resume_from(obj: Any, sources: Sequence, order: dict, max_epochs: int | None) -> Resume:
@@ -99,8 +100,11 @@ def resume_from(obj: Any, sources: Sequence, order: dict, max_epochs: int | None
     num_slots = {int(s["num_slots"]) for s in states}
     if len(num_slots) != 1:
         raise StateError(f"the loader states come from jobs with different slot counts {sorted(num_slots)}")
+    aligns = {s.get("align") for s in states}
+    if len(aligns) != 1:
+        raise StateError(f"the loader states come from jobs with different slot splits (align {sorted(map(str, aligns))})")
     slots = {int(s["slot"]): s for s in states}
-    return Resume(plans, num_slots.pop(), slots, next_worker(obj))
+    return Resume(plans, num_slots.pop(), slots, next_worker(obj), aligns.pop())
 
 
 def merged(resume: Resume, sources: Sequence, max_epochs: int | None) -> Resume:
@@ -113,7 +117,7 @@ def merged(resume: Resume, sources: Sequence, max_epochs: int | None) -> Resume:
     plans = []
     for m, (src, plan) in enumerate(zip(sources, resume.plans)):
         positions = [resume.slots[s]["sources"][m]["position"] for s in range(resume.num_slots)]
-        plans.append(merge_plans(plan, positions, src.epoch, src.tokens_per_epoch, max_epochs))
+        plans.append(merge_plans(plan, positions, src.epoch, src.tokens_per_epoch, max_epochs, resume.align))
     return Resume(plans)
 
 
