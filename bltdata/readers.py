@@ -6,34 +6,35 @@ directories (walked recursively) or glob patterns. Every record comes out either
 `Document` (its bytes: the UTF-8 of a JSON text, a txt file byte for byte, a parquet cell) or
 as a `Reject` saying where and why it could not be read: bad records are never dropped
 silently and never stop the run. A corrupt or truncated compressed stream yields the
-documents before the damage, then one `Reject`, and ends that file.
+documents of the units before the damage, then rejects, and ends that file.
 
-Everything streams, so memory is bounded by the largest document, not the file: jsonl is
-read line by line through a buffered reader, gzip with the `gzip` module, parquet batch by
-batch within each row group. zstd goes through `_ZstdReader`, which feeds zstandard's
-`decompressobj` one block at a time rather than using `stream_reader`: that reader ends
-silently when a stream is cut short and, at a corrupt block, drops what it had decoded in
-the same read.
+Compressed jsonl is decoded one checked unit at a time (a gzip member, a zstd frame; see
+`bltdata.compressed`): the records of a unit are held until the unit has ended and passed its
+checksum, so a flipped byte never lets a garbled line through; at a failed unit every held
+record and the rest of the file become rejects. zstd frames written without a content
+checksum (zstandard's Python default) have no proof to give: their records are released when
+the frame decodes without error to its end, with a warning in the log.
+
+Everything streams, so memory is bounded by the largest document plus one compressed unit's
+held records (in memory up to `compressed.HOLD_MEMORY_BYTES`, then in a temporary file), not
+by the file: plain jsonl is read line by line through a buffered reader, parquet batch by
+batch within each row group.
 
 `read_records` takes the raw (still compressed) binary stream, so a Beam pipeline can hand
 it a file it opened without decompression; `read_input` opens a local path.
 """
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import logging
 import os
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence, Union
 
-import zstandard
-
-from bltdata import fs
+from bltdata import compressed, fs
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +299,12 @@ def _kind(value) -> str:
 
 
 def _read_jsonl(fileobj: BinaryIO, source: str, fmt: str, **fields) -> Iterator[Record]:
-    stream = _line_stream(fileobj, fmt)
+    if fmt in _UNIT_DECODERS:
+        yield from _read_compressed_jsonl(fileobj, source, fmt, **fields)
+        return
+    stream = fileobj
+    if isinstance(fileobj, io.RawIOBase) or not hasattr(fileobj, "readline"):
+        stream = io.BufferedReader(_RawAdapter(fileobj), _READ_CHUNK)
     lineno = 0
     try:
         for line in iter(stream.readline, b""):
@@ -306,32 +312,85 @@ def _read_jsonl(fileobj: BinaryIO, source: str, fmt: str, **fields) -> Iterator[
             record = _parse_line(line, source, lineno, **fields)
             if record is not None:
                 yield record
-    except (zstandard.ZstdError, EOFError, zlib.error, OSError) as exc:
-        yield Reject(source, lineno + 1, _stream_error(fmt, exc, lineno))
+    except OSError as exc:
+        yield Reject(source, lineno + 1, f"read error after line {lineno}: {exc.strerror or exc}")
     finally:
         if stream is not fileobj:
             stream.close()
 
 
-def _line_stream(fileobj: BinaryIO, fmt: str) -> BinaryIO:
-    """A buffered, decompressed view of `fileobj` with `readline`; closing it leaves
-    `fileobj` open."""
-    if fmt == "jsonl.zst":
-        return io.BufferedReader(_ZstdReader(fileobj), _READ_CHUNK)
-    if fmt == "jsonl.gz":
-        return gzip.GzipFile(fileobj=fileobj, mode="rb")
-    if isinstance(fileobj, io.RawIOBase) or not hasattr(fileobj, "readline"):
-        return io.BufferedReader(_RawAdapter(fileobj), _READ_CHUNK)
-    return fileobj
+_UNIT_DECODERS = {"jsonl.gz": compressed.gzip_units, "jsonl.zst": compressed.zstd_units}
 
 
-def _stream_error(fmt: str, exc: BaseException, lineno: int) -> str:
-    kind = {"jsonl.zst": "zstd", "jsonl.gz": "gzip"}.get(fmt)
-    if kind is None:
-        return f"read error after line {lineno}: {exc}"
-    if isinstance(exc, EOFError):
-        return f"truncated {kind} stream after line {lineno}: {exc}"
-    return f"corrupt {kind} stream after line {lineno}: {exc}"
+def _read_compressed_jsonl(fileobj: BinaryIO, source: str, fmt: str, **fields) -> Iterator[Record]:
+    """jsonl inside gzip members / zstd frames: a line's record is held until every unit its
+    bytes came from has ended cleanly (and passed its checksum, where it has one).
+
+    At a failed unit, each held record becomes a `Reject` saying so, then one more `Reject`
+    (at the line after the last one read) stands for the rest of the file, which is not read:
+    the records in a file's shards are exactly its lines before the first failed unit.
+    """
+    held = compressed.HeldRecords()
+    lines = _LineSplitter(source, fields)
+    unverified = 0
+    try:
+        for event in _UNIT_DECODERS[fmt](fileobj):
+            if isinstance(event, compressed.UnitEnd):
+                unverified += not event.verified
+                yield from held.drain()
+            else:
+                for record in lines.feed(event):
+                    held.add(record, len(record.data) if isinstance(record, Document) else 0)
+    except compressed.UnitError as exc:
+        yield from _reject_held(held, source, exc)
+        yield Reject(source, lines.lineno + 1, _unit_error_reason(fmt, exc, lines.lineno))
+        return
+    finally:
+        held.close()
+    yield from lines.finish()
+    if unverified:
+        log.warning("%s: %d zstd frame(s) without a content checksum: corruption inside them is only "
+                    "caught where the decoder itself fails", source, unverified)
+
+
+def _reject_held(held: compressed.HeldRecords, source: str, exc: compressed.UnitError) -> Iterator[Reject]:
+    reason = f"line decoded from {exc.unit}, which failed ({exc.kind}: {exc.detail}); not proven intact"
+    for record in held.drain():
+        yield Reject(source, record.position, reason)
+
+
+def _unit_error_reason(fmt: str, exc: compressed.UnitError, lineno: int) -> str:
+    kind = {"jsonl.zst": "zstd", "jsonl.gz": "gzip"}[fmt]
+    what = {"truncated": f"truncated {kind} stream", "corrupt": f"corrupt {kind} stream"}.get(exc.kind, exc.kind)
+    return (f"{what} after line {lineno}: {exc.unit} (from compressed byte {exc.offset}): {exc.detail}; "
+            f"nothing from that {exc.unit.split()[1]} on is in the shards")
+
+
+class _LineSplitter:
+    """Cuts decoded chunks into lines and parses each; a line may span chunks and units."""
+
+    def __init__(self, source: str, fields: dict):
+        self.source, self.fields = source, fields
+        self.partial = bytearray()
+        self.lineno = 0
+
+    def feed(self, chunk: bytes) -> list[Record]:
+        pieces = chunk.split(b"\n")
+        if self.partial:
+            self.partial += pieces[0]
+            pieces[0] = bytes(self.partial)
+            self.partial = bytearray()
+        self.partial += pieces.pop()
+        first, self.lineno = self.lineno + 1, self.lineno + len(pieces)
+        parsed = (_parse_line(line, self.source, n, **self.fields) for n, line in enumerate(pieces, first))
+        return [record for record in parsed if record is not None]
+
+    def finish(self) -> list[Record]:
+        """The last line, when the stream does not end with a newline."""
+        if not self.partial:
+            return []
+        self.partial += b"\n"
+        return self.feed(b"")
 
 
 def _parse_line(line: bytes, source: str, lineno: int, *, text_field: str, id_field: str) -> Record | None:
@@ -387,115 +446,6 @@ class _RawAdapter(io.RawIOBase):
         data = self._source.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
-
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_SKIPPABLE_MAGIC_TAIL = b"\x2a\x4d\x18"  # skippable frames: 0x184D2A50..0x184D2A5F
-
-
-class ZstdTruncatedError(EOFError):
-    """The zstd stream ends inside a frame."""
-
-
-class _ZstdReader(io.RawIOBase):
-    """Decompresses a zstd stream (every frame of it) one block at a time.
-
-    zstandard's `stream_reader` ends without an error when its input stops inside a frame,
-    and when it meets a corrupt block it drops whatever it had decoded in the same read.
-    This reader follows the frame layout (RFC 8878: frame header, 3-byte block headers,
-    optional checksum) and feeds whole blocks to a `decompressobj`, so a cut stream raises
-    `ZstdTruncatedError`, a corrupt block raises `zstandard.ZstdError`, and every block
-    before either is delivered. Memory is bounded by one block (128 KiB of output).
-    """
-
-    def __init__(self, source):
-        self._source = source
-        self._input = bytearray()  # compressed bytes read but not yet fed
-        self._output = memoryview(b"")  # decoded bytes not yet returned
-        self._dctx = zstandard.ZstdDecompressor()
-        self._frame = None  # decompressobj of the frame in progress
-        self._checksum = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._output:
-            unit = self._next_block()
-            if unit is None:
-                return 0
-            self._output = memoryview(self._decode(unit))
-        n = min(len(buffer), len(self._output))
-        buffer[:n] = self._output[:n]
-        self._output = self._output[n:]
-        return n
-
-    def _decode(self, unit: tuple[bytes, bool]) -> bytes:
-        data, last = unit
-        if not data:
-            return b""
-        out = self._frame.decompress(data)
-        if last:
-            self._frame = None
-        return out
-
-    def _next_block(self) -> tuple[bytes, bool] | None:
-        """The compressed bytes of the next block (with the frame header before a first
-        block, the checksum after a last one) and whether it ends its frame."""
-        prefix = b""
-        if self._frame is None:
-            if not self._fill(1, at_boundary=True):
-                return None
-            prefix = self._frame_header()
-            if not prefix:  # a skippable frame
-                return b"", False
-        header = self._take(3)
-        value = int.from_bytes(header, "little")
-        last, block_type, size = value & 1, value >> 1 & 3, value >> 3
-        if block_type == 3:
-            raise zstandard.ZstdError("corrupt block header (reserved block type)")
-        content = self._take((1 if block_type == 1 else size) + (4 if last and self._checksum else 0))
-        return prefix + header + content, bool(last)
-
-    def _frame_header(self) -> bytes:
-        magic = self._take(4)
-        if magic[1:] == _SKIPPABLE_MAGIC_TAIL and magic[0] & 0xF0 == 0x50:
-            self._discard(int.from_bytes(self._take(4), "little"))
-            return b""
-        if magic != _ZSTD_MAGIC:
-            raise zstandard.ZstdError(f"not a zstd frame (magic bytes {magic.hex()})")
-        descriptor = self._take(1)
-        single_segment = descriptor[0] >> 5 & 1
-        self._checksum = bool(descriptor[0] >> 2 & 1)
-        content_size_bytes = (single_segment, 2, 4, 8)[descriptor[0] >> 6]
-        dict_id_bytes = (0, 1, 2, 4)[descriptor[0] & 3]
-        rest = self._take((1 - single_segment) + dict_id_bytes + content_size_bytes)
-        self._frame = self._dctx.decompressobj()
-        return magic + descriptor + rest
-
-    def _fill(self, n: int, at_boundary: bool = False) -> bool:
-        """Read until `n` input bytes are buffered; False at a clean end between frames."""
-        while len(self._input) < n:
-            chunk = self._source.read(max(_READ_CHUNK, n - len(self._input)))
-            if not chunk:
-                if at_boundary and not self._input:
-                    return False
-                raise ZstdTruncatedError("the stream ends inside a frame")
-            self._input += chunk
-        return True
-
-    def _take(self, n: int) -> bytes:
-        self._fill(n)
-        out = bytes(self._input[:n])
-        del self._input[:n]
-        return out
-
-    def _discard(self, n: int) -> None:
-        while n:
-            self._fill(1)
-            step = min(n, len(self._input))
-            del self._input[:step]
-            n -= step
 
 
 # ----------------------------------------------------------------------------- parquet
