@@ -403,7 +403,8 @@ def _parse_line(line: bytes, source: str, lineno: int, *, text_field: str, id_fi
     except UnicodeDecodeError as exc:
         return Reject(source, lineno, f"invalid UTF-8 at byte {exc.start}: {exc.reason}")
     except json.JSONDecodeError as exc:
-        return Reject(source, lineno, f"malformed JSON: {exc.msg} at col {exc.colno}")
+        msg = exc.msg.removesuffix(" at")  # "Invalid control character at", "Unterminated string starting at"
+        return Reject(source, lineno, f"malformed JSON: {msg} at col {exc.colno}")
     except (ValueError, RecursionError) as exc:  # e.g. an integer too long, nesting too deep
         return Reject(source, lineno, f"malformed JSON: {type(exc).__name__}: {exc}")
     if not isinstance(obj, dict):

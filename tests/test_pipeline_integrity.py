@@ -63,3 +63,26 @@ def test_a_flipped_byte_in_gz_and_zst_inputs_never_reaches_a_shard(tmp_path):
     manifest = shards.read_manifest(tmp_path / "out")
     assert manifest.totals["rejected"] == len(rejected) == counters["rejected"] > 2
     assert manifest.totals["documents"] == 600
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    return CliRunner().invoke(main, ["patch", *map(str, args), "--mode", "space", "--no-progress"])
+
+
+def test_json_reject_reasons_read_well_and_the_summary_says_where_rejects_are(tmp_path):
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "a\tb"}\n{"text": "unterminated')
+    result = _cli(corpus, "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    reasons = [r["reason"] for r in _rejected(tmp_path / "out")]
+    assert reasons == ["malformed JSON: Invalid control character at col 12",
+                       "malformed JSON: Unterminated string starting at col 10"]
+    assert f"2 records in {tmp_path / 'out' / 'rejected'}" in result.output
