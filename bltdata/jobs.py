@@ -37,6 +37,10 @@ class JobMismatch(ValueError):
     """The output directory holds a job run with other parameters."""
 
 
+class OutputError(ValueError):
+    """The output directory cannot be created or written."""
+
+
 def file_key(source: str) -> str:
     """A file-safe, unique name for an input source (readable prefix + short hash)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source.replace("/", "__")).strip("._") or "input"
@@ -98,8 +102,19 @@ def prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
     """Create the output directory, or check that an existing one was made with `params`.
 
     Resuming with other parameters would mix two kinds of shards in one directory, so it is
-    refused; the error says which parameters differ.
+    refused; the error says which parameters differ. A directory that cannot be created or
+    written (a path under a regular file, a read-only or pseudo filesystem) raises
+    `OutputError` saying so.
     """
+    try:
+        _prepare_output(out_dir, params)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out_dir) else ""
+        raise OutputError(f"cannot use {out_dir} as the output directory: {exc.strerror or exc}{where}") from None
+
+
+def _prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
+    fs.makedirs(str(out_dir))
     job = fs.join(state_dir(out_dir), JOB_FILE)
     if fs.exists(job):
         previous = json.loads(fs.read_text(job))
@@ -113,6 +128,9 @@ def prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
     if not fs.is_remote(out_dir):
         for stale in Path(state_dir(out_dir), PROGRESS_DIR).glob("*.json"):
             stale.unlink()
+        probe = Path(state_dir(out_dir), ".write-probe")  # a re-run writes nothing before the workers do
+        probe.write_bytes(b"")
+        probe.unlink()
 
 
 def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patcher: dict,

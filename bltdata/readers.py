@@ -25,11 +25,13 @@ it a file it opened without decompression; `read_input` opens a local path.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence, Union
@@ -106,52 +108,111 @@ def detect_format(path: str) -> str | None:
     return None
 
 
-def list_inputs(inputs: Sequence[str]) -> list[InputFile]:
+def list_inputs(inputs: Sequence[str], *, exclude: Sequence[str] = ()) -> list[InputFile]:
     """Expand files, directories (recursive) and glob patterns into input files.
 
     A file's `source` is its path relative to its input root: the file's own name when it
     is given directly, the path under the directory for a directory, the path under the
-    pattern's non-glob prefix for a glob. Hidden entries (names starting with '.') are
-    skipped in directory walks, as glob skips them. Files with an unsupported suffix found
-    in a directory or by a glob are skipped with a log line; one named explicitly, a path
-    that does not exist, a glob that matches nothing and a directory without input files
-    raise ValueError. The same file reached twice is listed once (first occurrence wins);
-    two different files with the same source raise ValueError, since their ids would clash.
-    The result is sorted by source.
+    pattern's non-glob prefix for a glob; a name that is not valid UTF-8 appears with its
+    undecodable bytes as `\\xNN` (`display_path`). Hidden entries (names starting with '.')
+    are skipped in directory walks, as glob skips them. Symbolic links to directories are
+    followed; a directory reached a second time (a link loop, or two links to one directory)
+    is walked once, with a warning. Files with an unsupported suffix found in a directory or
+    by a glob are skipped with a log line; one named explicitly, a path that does not exist
+    (or a dangling link), a glob that matches nothing, a directory that cannot be listed and
+    a directory without input files raise ValueError. Files inside the local directories
+    `exclude` (the job's output) are left out; naming one of them, or a directory inside
+    one, raises ValueError. The same file reached twice is listed once (first occurrence
+    wins); two different files with the same source raise ValueError, since their ids would
+    clash. The result is sorted by source.
     """
+    excluded = _Excluded(exclude)
     found: dict[str, InputFile] = {}
     for spec in inputs:
-        for input_file in _expand(str(spec)):
-            found.setdefault(os.path.realpath(input_file.path), input_file)
+        for input_file in _expand(str(spec), excluded):
+            real = input_file.path if fs.is_remote(input_file.path) else os.path.realpath(input_file.path)
+            if excluded.holds(real):
+                log.info("skipping %s: inside the output directory", display_path(input_file.path))
+                continue
+            found.setdefault(real, input_file)
     files = sorted(found.values(), key=lambda f: f.source)
     for prev, cur in zip(files, files[1:]):
         if prev.source == cur.source:
             raise ValueError(
-                f"inputs {prev.path!r} and {cur.path!r} have the same source name "
+                f"inputs {display_path(prev.path)!r} and {display_path(cur.path)!r} have the same source name "
                 f"{cur.source!r}; pass a common parent directory instead"
             )
     return files
 
 
-def _expand(spec: str) -> list[InputFile]:
+def display_path(path: str | os.PathLike) -> str:
+    """A path as text that is always valid UTF-8: bytes a file name holds that are not UTF-8
+    (kept by Python as surrogate escapes) are written as `\\xNN`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class _Excluded:
+    """Local directories whose contents are not inputs (by real path and by device/inode)."""
+
+    def __init__(self, directories: Sequence[str]):
+        self.keys: set[tuple[int, int]] = set()
+        self.roots: list[str] = []
+        for directory in directories:
+            if fs.is_remote(directory):
+                continue
+            try:
+                st = os.stat(directory)
+            except OSError:
+                continue  # not created yet: nothing of it can be listed
+            self.keys.add((st.st_dev, st.st_ino))
+            self.roots.append(os.path.realpath(directory))
+
+    def holds(self, real: str) -> bool:
+        return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
+
+    def refuse_inside(self, spec: str) -> None:
+        if self.holds(os.path.realpath(spec)):
+            raise ValueError(f"input {display_path(spec)!r} is inside the output directory; "
+                             f"write the shards somewhere else")
+
+
+def _expand(spec: str, excluded: _Excluded) -> list[InputFile]:
     if fs.is_remote(spec):
         return _expand_remote(spec)
     if _GLOB_MAGIC.search(spec):
-        return _expand_glob(spec)
+        return _expand_glob(spec, excluded)
     path = Path(spec)
     if path.is_dir():
-        files = _walk_dir(path, path)
+        excluded.refuse_inside(spec)
+        files = _walk_dir(path, path, excluded)
         if not files:
-            raise ValueError(f"directory {spec!r} holds no input files ({_suffix_list()})")
+            raise ValueError(f"directory {display_path(spec)!r} holds no input files ({_suffix_list()})")
         return files
     if path.is_file():
+        excluded.refuse_inside(spec)
         fmt = detect_format(spec)
         if fmt is None:
-            raise ValueError(f"input {spec!r} has an unsupported suffix ({_suffix_list()})")
-        return [InputFile(os.path.abspath(spec), path.name, fmt)]
-    raise ValueError(f"input {spec!r} does not exist")
+            raise ValueError(f"input {display_path(spec)!r} has an unsupported suffix ({_suffix_list()})")
+        return [InputFile(os.path.abspath(spec), display_path(path.name), fmt)]
+    problem = _link_problem(spec)
+    if problem:
+        raise ValueError(f"input {display_path(spec)!r} is {problem}")
+    if os.path.exists(spec):
+        raise ValueError(f"input {display_path(spec)!r} is not a regular file or a directory")
+    raise ValueError(f"input {display_path(spec)!r} does not exist")
 
 
+def _link_problem(path: str) -> str | None:
+    """'a dangling symbolic link to X' / 'a symbolic link loop', or None for a working path."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a dangling symbolic link to {display_path(os.readlink(path))!r}"
+    return None
 def _expand_remote(spec: str) -> list[InputFile]:
     """gs://... (or any Beam filesystem): a file, a 'directory/' (recursive) or a glob."""
     if spec.endswith("/"):
@@ -172,7 +233,7 @@ def _expand_remote(spec: str) -> list[InputFile]:
     return files
 
 
-def _expand_glob(pattern: str) -> list[InputFile]:
+def _expand_glob(pattern: str, excluded: _Excluded) -> list[InputFile]:
     import glob
 
     parts = Path(pattern).parts
@@ -184,34 +245,62 @@ def _expand_glob(pattern: str) -> list[InputFile]:
     root = Path(*prefix) if prefix else Path(".")
     matches = sorted(glob.glob(pattern, recursive=True))
     if not matches:
-        raise ValueError(f"glob {pattern!r} matched nothing")
+        raise ValueError(f"glob {display_path(pattern)!r} matched nothing")
     files: list[InputFile] = []
     for match in matches:
         if os.path.isdir(match):
-            files.extend(_walk_dir(Path(match), root))
+            files.extend(_walk_dir(Path(match), root, excluded))
         else:
             files.extend(_maybe_input(Path(match), root))
     if not files:
-        raise ValueError(f"glob {pattern!r} matched no input files ({_suffix_list()})")
+        raise ValueError(f"glob {display_path(pattern)!r} matched no input files ({_suffix_list()})")
     return files
 
 
-def _walk_dir(directory: Path, root: Path) -> list[InputFile]:
+def _walk_dir(directory: Path, root: Path, excluded: _Excluded) -> list[InputFile]:
+    """Input files under `directory`, following links to directories, each directory once."""
     files: list[InputFile] = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                files.extend(_maybe_input(Path(dirpath) / name, root))
+    seen: dict[tuple[int, int], str] = {}
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        info = os.stat(current)
+        key = (info.st_dev, info.st_ino)
+        if key in excluded.keys:
+            log.info("skipping %s: the output directory", display_path(current))
+            continue
+        if key in seen:
+            log.warning("skipping %s: the directory %s, already walked (a symbolic link loop or a second link)",
+                        display_path(current), display_path(seen[key]))
+            continue
+        seen[key] = str(current)
+        try:
+            entries = sorted((e for e in os.scandir(current) if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as exc:
+            raise ValueError(f"cannot list directory {display_path(current)!r}: {exc.strerror or exc}") from None
+        subdirs = []
+        for entry in entries:
+            if _is_dir(entry):
+                subdirs.append(Path(entry.path))
+            else:  # files, and links that lead nowhere: those become rejects naming the link
+                files.extend(_maybe_input(Path(entry.path), root))
+        pending.extend(reversed(subdirs))  # depth first, in name order: the first link to a directory wins
     return files
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:  # a link loop: not a directory; read as a file, it becomes a reject
+        return False
 
 
 def _maybe_input(path: Path, root: Path) -> list[InputFile]:
     fmt = detect_format(path.name)
     if fmt is None:
-        log.info("skipping %s: unsupported suffix", path)
+        log.info("skipping %s: unsupported suffix", display_path(path))
         return []
-    source = os.path.relpath(path, root).replace(os.sep, "/")
+    source = display_path(os.path.relpath(path, root).replace(os.sep, "/"))
     return [InputFile(os.path.abspath(path), source, fmt)]
 
 
@@ -231,16 +320,43 @@ def read_input(f: InputFile, **kw) -> Iterator[Record]:
 
 def _read_input(f: InputFile, **kw) -> Iterator[Record]:
     remote = fs.is_remote(f.path)
-    if f.format == "parquet" and not remote:  # a path lets pyarrow use its native (faster) file reader
-        yield from _read_parquet(f.path, f.source, **kw)
-        return
     try:
-        fileobj = fs.open_read(f.path) if remote else open(f.path, "rb")
+        if f.format == "parquet" and not remote:  # a path lets pyarrow use its native (faster) file reader
+            check_local(f.path)
+            yield from _read_parquet(f.path, f.source, **kw)
+            return
+        fileobj = fs.open_read(f.path) if remote else open_local(f.path)
+    except UnreadableInput as exc:
+        yield Reject(f.source, 0, str(exc))
+        return
     except OSError as exc:
-        yield Reject(f.source, 0, f"cannot open {f.path}: {exc.strerror or exc}")
+        yield Reject(f.source, 0, f"cannot open {display_path(f.path)}: {exc.strerror or exc}")
         return
     with fileobj:
         yield from read_records(fileobj, f.source, f.format, **kw)
+
+
+class UnreadableInput(OSError):
+    """A local input that cannot be opened; the message names it and says why."""
+
+
+def check_local(path: str) -> None:
+    """Raise `UnreadableInput` unless `path` is a regular file (a FIFO would block a reader)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open {display_path(path)}: {_link_problem(path) or exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableInput(f"cannot open {display_path(path)}: not a regular file")
+
+
+def open_local(path: str, buffering: int = -1) -> BinaryIO:
+    """Open a local input for reading, or raise `UnreadableInput` naming it."""
+    check_local(path)
+    try:
+        return open(path, "rb", buffering=buffering)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open {display_path(path)}: {exc.strerror or exc}") from None
 
 
 def read_records(

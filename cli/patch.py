@@ -83,7 +83,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     from bltdata import fs, jobs
 
     show = (sys.stderr.isatty() if progress is None else progress) and not fs.is_remote(prepared.job.output)
-    total = sum(fs.size(f.path) for f in prepared.pending)
+    total = sum(pipeline.input_size(f.path) for f in prepared.pending)
     outcome = {}
 
     def target():

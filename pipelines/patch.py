@@ -149,7 +149,7 @@ class ReadDocumentBatches(beam.DoFn):
                 yield batch
                 started = time.perf_counter()
         progress.update(documents=counts["documents"], bytes_=counts["bytes"],
-                        raw_bytes=fs.size(input_file.path), force=True)
+                        raw_bytes=input_size(input_file.path), force=True)
 
     def _documents(self, records, rejects, counts, progress, counter):
         for record in records:
@@ -164,6 +164,14 @@ class ReadDocumentBatches(beam.DoFn):
             yield record
 
 
+def input_size(path: str) -> int:
+    """The size of an input, 0 for one that cannot be stat'ed (it is a reject)."""
+    try:
+        return fs.size(path)
+    except OSError:
+        return 0
+
+
 class _open_input:
     """Context manager: (records iterator, raw-bytes-read function) for one input file."""
 
@@ -174,7 +182,10 @@ class _open_input:
         f = self.input_file
         if f.format == "parquet" or fs.is_remote(f.path):
             return readers.read_input(f, **self.fields), lambda: 0
-        self.handle = _CountingReader(open(f.path, "rb", buffering=0))
+        try:
+            self.handle = _CountingReader(readers.open_local(f.path, buffering=0))
+        except readers.UnreadableInput as exc:  # a whole-file reject naming the path
+            return iter([readers.Reject(f.source, 0, str(exc))]), lambda: 0
         stream = io.BufferedReader(self.handle, buffer_size=1 << 20)
         return readers.read_records(stream, f.source, f.format, **self.fields), lambda: self.handle.count
 
@@ -325,7 +336,7 @@ def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
 
 def prepare(job: PatchJob) -> PreparedJob:
     """List inputs, identify the model, choose θ, and check/create the output directory."""
-    files = readers.list_inputs(job.inputs)
+    files = readers.list_inputs(job.inputs, exclude=[job.output])
     entropy_model = None
     threshold = job.threshold
     if job.needs_model:
@@ -338,7 +349,6 @@ def prepare(job: PatchJob) -> PreparedJob:
         threshold = recommended_threshold(job.model)
     patcher = job.patcher(threshold)
     params = job_params(job, files, patcher, entropy_model)
-    fs.makedirs(job.output)
     jobs.prepare_output(job.output, params)
     pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,

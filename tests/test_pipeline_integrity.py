@@ -86,3 +86,76 @@ def test_json_reject_reasons_read_well_and_the_summary_says_where_rejects_are(tm
     assert reasons == ["malformed JSON: Invalid control character at col 12",
                        "malformed JSON: Unterminated string starting at col 10"]
     assert f"2 records in {tmp_path / 'out' / 'rejected'}" in result.output
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def test_odd_paths_become_rejects_naming_them_and_the_run_completes(tmp_path, monkeypatch):
+    import builtins
+    import os
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text("".join(_lines(5, 1)))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.jsonl").write_text("".join(_lines(4, 2)))
+    os.symlink(tmp_path / "elsewhere", corpus / "linked")
+    os.symlink(tmp_path / "nowhere.jsonl", corpus / "dangling.jsonl")
+    os.symlink("loop.jsonl", corpus / "loop.jsonl")
+    (corpus / "locked.jsonl").write_text("".join(_lines(3, 3)))
+    with open(os.path.join(os.fsencode(corpus), b"caf\xe9.jsonl"), "wb") as fh:
+        fh.write("".join(_lines(2, 4)).encode())
+    real_open = builtins.open
+
+    def locked_out(file, *args, **kw):  # tests run as root, for whom chmod 000 changes nothing
+        if str(file).endswith("locked.jsonl"):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", locked_out)
+    counters, prepared = _run([corpus], tmp_path / "out")
+    assert [f.source for f in prepared.files] == ["a.jsonl", "caf\\xe9.jsonl", "dangling.jsonl", "linked/b.jsonl",
+                                                  "locked.jsonl", "loop.jsonl"]
+    assert counters["documents"] == 5 + 4 + 2
+    rejected = {r["source"]: r["reason"] for r in _rejected(tmp_path / "out")}
+    assert sorted(rejected) == ["dangling.jsonl", "locked.jsonl", "loop.jsonl"]
+    assert "dangling symbolic link" in rejected["dangling.jsonl"] and "dangling.jsonl" in rejected["dangling.jsonl"]
+    assert "symbolic link loop" in rejected["loop.jsonl"]
+    assert "Permission denied" in rejected["locked.jsonl"] and "locked.jsonl" in rejected["locked.jsonl"]
+    assert shards.read_manifest(tmp_path / "out").totals["rejected"] == 3
+
+
+@pytest.mark.parametrize("output, message", [
+    ("{file}/out", "Not a directory"),
+    ("/proc/bltdata-test/out", "No such file or directory"),
+])
+def test_an_impossible_output_is_one_clear_line(tmp_path, output, message):
+    (tmp_path / "a.jsonl").write_text("".join(_lines(3, 1)))
+    output = output.format(file=tmp_path / "a.jsonl")
+    result = _cli(tmp_path / "a.jsonl", "-o", output)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    (error,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert error.startswith(f"Error: cannot use {output} as the output directory: {message}")
+
+
+def test_a_dangling_input_link_is_one_clear_line(tmp_path):
+    import os
+
+    os.symlink(tmp_path / "gone.jsonl", tmp_path / "a.jsonl")
+    result = _cli(tmp_path / "a.jsonl", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert f"Error: input '{tmp_path / 'a.jsonl'}' is a dangling symbolic link to '{tmp_path / 'gone.jsonl'}'" \
+        in result.output
+
+
+def test_out_inside_the_input_directory_reruns(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text("".join(_lines(5, 1)) + "{broken\n")
+    first, _ = _run([corpus], corpus / "out")
+    assert first["documents"] == 5 and first["rejected"] == 1
+    assert (corpus / "out" / "rejected").is_dir()  # a .jsonl the next listing must not pick up
+    again, prepared = _run([corpus], corpus / "out")
+    assert [f.source for f in prepared.files] == ["a.jsonl"] and prepared.pending == []
+    assert shards.read_manifest(corpus / "out").totals["documents"] == 5

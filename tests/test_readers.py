@@ -523,3 +523,76 @@ def test_held_records_spill_to_disk_in_order(monkeypatch):
     monkeypatch.setattr(compressed, "HOLD_MEMORY_BYTES", 0)
     data = gzip.compress(_jsonl(GOOD * 5))
     assert [d.data for d in _read(data, "jsonl.gz")] == [g["text"].encode() for g in GOOD * 5]
+
+
+# ----------------------------------------------------------------------------- odd paths
+
+
+def test_links_loops_and_odd_names_in_a_walk(tmp_path, caplog):
+    root = tmp_path / "in"
+    _touch(root / "a.jsonl")
+    _touch(tmp_path / "elsewhere" / "b.jsonl")
+    os.symlink(tmp_path / "elsewhere", root / "linked")  # a directory link: followed
+    os.symlink(root, root / "sub_loop")  # a loop back to the root: walked once
+    os.symlink(tmp_path / "nowhere.jsonl", root / "dangling.jsonl")
+    os.symlink("self.jsonl", root / "self.jsonl")
+    odd = os.path.join(os.fsencode(root), b"caf\xe9.jsonl")
+    with open(odd, "wb") as fh:
+        fh.write(b'{"text": "x"}\n')
+    files = list_inputs([str(root)])
+    assert [f.source for f in files] == ["a.jsonl", "caf\\xe9.jsonl", "dangling.jsonl", "linked/b.jsonl",
+                                         "self.jsonl"]
+    assert "already walked" in caplog.text
+    by_source = {f.source: list(read_input(f)) for f in files}
+    assert [d.doc_id for d in by_source["caf\\xe9.jsonl"]] == ["caf\\xe9.jsonl:1"]
+    (dangling,) = by_source["dangling.jsonl"]
+    assert isinstance(dangling, Reject) and "dangling symbolic link" in dangling.reason
+    assert "dangling.jsonl" in dangling.reason
+    (loop,) = by_source["self.jsonl"]
+    assert isinstance(loop, Reject) and "symbolic link loop" in loop.reason
+    for name, problem in (("dangling.jsonl", "dangling symbolic link"), ("self.jsonl", "symbolic link loop")):
+        with pytest.raises(ValueError, match=problem) as err:
+            list_inputs([str(root / name)])
+        assert name in str(err.value)
+
+
+def test_unreadable_inputs_are_rejects_naming_them(tmp_path, monkeypatch):
+    import builtins
+
+    locked = _touch(tmp_path / "locked.jsonl")
+    locked.chmod(0)
+    real_open = builtins.open
+
+    def honour_modes(file, mode="r", *args, **kw):  # tests run as root, who may read mode 000
+        if "r" in mode and isinstance(file, (str, os.PathLike)) and os.path.exists(file) \
+                and not os.stat(file).st_mode & 0o444:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", honour_modes)
+    (reject,) = read_input(InputFile(str(locked), "locked.jsonl", "jsonl"))
+    assert reject.position == 0 and "Permission denied" in reject.reason and "locked.jsonl" in reject.reason
+    monkeypatch.setattr(builtins, "open", real_open)
+    os.mkfifo(tmp_path / "pipe.jsonl")  # opening it would block forever
+    (reject,) = read_input(InputFile(str(tmp_path / "pipe.jsonl"), "pipe.jsonl", "jsonl"))
+    assert "not a regular file" in reject.reason
+    os.symlink("/proc/self/mem", tmp_path / "eio.jsonl.gz")  # opens, then every read fails (EIO), even as root
+    (reject,) = read_input(InputFile(str(tmp_path / "eio.jsonl.gz"), "eio.jsonl.gz", "jsonl.gz"))
+    assert "read error" in reject.reason
+    os.symlink(tmp_path / "missing.parquet", tmp_path / "gone.parquet")
+    (reject,) = read_input(InputFile(str(tmp_path / "gone.parquet"), "gone.parquet", "parquet"))
+    assert "dangling symbolic link" in reject.reason
+
+
+def test_the_output_directory_is_not_an_input(tmp_path):
+    corpus = tmp_path / "corpus"
+    _touch(corpus / "a.jsonl")
+    _touch(corpus / "out" / "rejected" / "a.jsonl")  # what a run writes into OUT
+    _touch(corpus / "out" / "x.parquet")
+    assert [f.source for f in list_inputs([str(corpus)])] == ["a.jsonl", "out/rejected/a.jsonl", "out/x.parquet"]
+    assert [f.source for f in list_inputs([str(corpus)], exclude=[str(corpus / "out")])] == ["a.jsonl"]
+    assert [f.source for f in list_inputs([str(corpus / "**" / "*.jsonl")], exclude=[str(corpus / "out")])] \
+        == ["a.jsonl"]
+    for inside in (corpus / "out", corpus / "out" / "x.parquet", corpus / "out" / "rejected"):
+        with pytest.raises(ValueError, match="inside the output directory"):
+            list_inputs([str(inside)], exclude=[str(corpus / "out")])
