@@ -136,6 +136,7 @@ class ReadDocumentBatches(beam.DoFn):
         progress = jobs.ProgressFile(self.job.output, key)
         rejects: list[dict] = []
         counts = {"documents": 0, "bytes": 0}
+        before = fs.input_stat(input_file.path)
         with _open_input(input_file, text_field=self.job.text_field, id_field=self.job.id_field) as (records, counter):
             documents = self._documents(records, rejects, counts, progress, counter)
             started = time.perf_counter()
@@ -143,8 +144,11 @@ class ReadDocumentBatches(beam.DoFn):
                                                    batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
                                                    shard_bytes=self.job.shard_bytes):
                 self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
-                if batch.last_in_file:
+                if batch.last_in_file:  # every document is read: check the file stayed the same
+                    if fs.input_stat(input_file.path) != before:
+                        raise RuntimeError(f"{input_file.source} changed while it was being read; run again")
                     batch.rejected = _write_rejects(self.job.output, key, rejects)
+                    batch.input_stat = before
                     self.rejected.inc(batch.rejected)
                 yield batch
                 started = time.perf_counter()
@@ -350,7 +354,9 @@ def prepare(job: PatchJob) -> PreparedJob:
     patcher = job.patcher(threshold)
     params = job_params(job, files, patcher, entropy_model)
     jobs.prepare_output(job.output, params)
-    pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
+    records = {f.source: jobs.read_done(job.output, jobs.file_key(f.source)) for f in files}
+    jobs.changed_inputs(job.output, [(records[f.source], fs.input_stat(f.path)) for f in files if records[f.source]])
+    pending = [f for f in files if records[f.source] is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
                        params=params)
 

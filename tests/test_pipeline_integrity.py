@@ -159,3 +159,56 @@ def test_out_inside_the_input_directory_reruns(tmp_path):
     again, prepared = _run([corpus], corpus / "out")
     assert [f.source for f in prepared.files] == ["a.jsonl"] and prepared.pending == []
     assert shards.read_manifest(corpus / "out").totals["documents"] == 5
+
+
+# ----------------------------------------------------------------------------- stale inputs
+
+
+def _user_files(out):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
+            if p.is_file() and ".bltdata" not in p.parts}
+
+
+def test_an_input_changed_after_its_run_is_refused_then_redone_exactly(tmp_path):
+    import os
+
+    from bltdata import jobs
+
+    corpus = tmp_path / "in"
+    corpus.mkdir()
+    (corpus / "a.jsonl").write_text("".join(_lines(40, 1)))
+    (corpus / "b.jsonl").write_text("".join(_lines(10, 2)))
+    out = tmp_path / "out"
+    _run([corpus], out, shard_bytes=300)
+    record = jobs.read_done(out, jobs.file_key("a.jsonl"))
+    assert record.input["size"] == (corpus / "a.jsonl").stat().st_size and len(record.shards) > 3
+
+    (corpus / "a.jsonl").write_text("".join(_lines(3, 9)))  # fewer shards than before
+    with pytest.raises(jobs.StaleInputs) as err:
+        _run([corpus], out, shard_bytes=300)
+    message = str(err.value)
+    assert "a.jsonl: " in message and "b.jsonl" not in message and "size" in message
+    assert str(jobs.done_path(out, jobs.file_key("a.jsonl"))) in message
+
+    same_size = (corpus / "b.jsonl").read_text().replace("doc 1 ", "doc X ", 1)
+    (corpus / "b.jsonl").write_text(same_size)
+    stat = (corpus / "b.jsonl").stat()
+    os.utime(corpus / "b.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(jobs.StaleInputs, match="b.jsonl: mtime_ns"):
+        _run([corpus], out, shard_bytes=300)
+
+    for source in ("a.jsonl", "b.jsonl"):  # what the message says to do
+        os.remove(jobs.done_path(out, jobs.file_key(source)))
+    _run([corpus], out, shard_bytes=300)
+    _run([corpus], tmp_path / "fresh", shard_bytes=300)
+    assert _user_files(out) == _user_files(tmp_path / "fresh") and len(_user_files(out)) > 2
+
+
+def test_the_cli_refuses_a_changed_input_naming_it(tmp_path):
+    (tmp_path / "a.jsonl").write_text("".join(_lines(5, 1)))
+    assert _cli(tmp_path / "a.jsonl", "-o", tmp_path / "out").exit_code == 0
+    (tmp_path / "a.jsonl").write_text("".join(_lines(6, 1)))
+    result = _cli(tmp_path / "a.jsonl", "-o", tmp_path / "out")
+    assert result.exit_code == 2 and "1 input(s) changed" in result.output and "a.jsonl: size" in result.output
