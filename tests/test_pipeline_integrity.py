@@ -212,3 +212,20 @@ def test_the_cli_refuses_a_changed_input_naming_it(tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(_lines(6, 1)))
     result = _cli(tmp_path / "a.jsonl", "-o", tmp_path / "out")
     assert result.exit_code == 2 and "1 input(s) changed" in result.output and "a.jsonl: size" in result.output
+
+
+def test_an_input_changing_while_it_is_read_fails_the_run(tmp_path, monkeypatch):
+    from bltdata import fs
+
+    (tmp_path / "a.jsonl").write_text("".join(_lines(5, 1)))
+    real_stat, calls = fs.input_stat, []
+
+    def drifting(path):  # the file's stat differs between the start and the end of its read
+        calls.append(path)
+        found = real_stat(path)
+        return dict(found, mtime_ns=found["mtime_ns"] + len(calls))
+
+    monkeypatch.setattr(fs, "input_stat", drifting)
+    with pytest.raises(Exception, match="a.jsonl changed while it was being read"):
+        _run([tmp_path / "a.jsonl"], tmp_path / "out")
+    assert len(calls) == 2 and not list((tmp_path / "out" / ".bltdata" / "done").glob("*.json"))
