@@ -37,6 +37,7 @@ class DocBatch:
     last_in_shard: bool = False
     last_in_file: bool = False
     rejected: int = 0             # set on the file's last batch: records sent to rejected/
+    input_stat: dict | None = None  # set on the file's last batch: fs.input_stat when it was read
     entropies: list[np.ndarray] | None = None     # n + 1 float32 per document, once scored
     patch_lengths: list[np.ndarray] | None = None  # int32 per document, once patched
 
@@ -143,9 +144,18 @@ class ShardSink:
         if not batch.last_in_file:
             return None
         state.record.rejected = batch.rejected
+        state.record.input = batch.input_stat
+        self._remove_other_shards(state.record)
         jobs.write_done(self.out_dir, state.record)
         del self._files[batch.key]
         return state.record
+
+    def _remove_other_shards(self, record: jobs.FileRecord) -> None:
+        """Shards of the same input left by an earlier version of it (it had more of them)."""
+        mine = {info.file for info in record.shards}
+        for path in fs.glob(self.out_dir, f"{record.key}-[0-9][0-9][0-9][0-9][0-9]{shards.SHARD_SUFFIX}"):
+            if fs.basename(path) not in mine:
+                fs.remove(path)
 
     def unfinished(self) -> list[str]:
         """Sources whose last batch has not arrived (should be empty at the end of a bundle)."""

@@ -51,6 +51,27 @@ def size(path: str) -> int:
     return os.path.getsize(path)
 
 
+def input_stat(path: str) -> dict | None:
+    """What identifies a version of an input file: its size and modification time, or None
+    when it cannot be stat'ed. Local: `mtime_ns` (follows links). Remote: Beam's FileSystems
+    metadata (`last_updated`, seconds, where the filesystem gives one; Beam 2.77's metadata
+    carries no content checksum, so none is recorded)."""
+    if is_remote(path):
+        try:
+            (meta,) = _beam().match([path])[0].metadata_list
+        except (OSError, ValueError):
+            return None
+        found = {"size": meta.size_in_bytes}
+        if meta.last_updated_in_seconds:
+            found["last_updated"] = meta.last_updated_in_seconds
+        return found
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
 def makedirs(path: str) -> None:
     if not is_remote(path):  # object stores have no directories
         os.makedirs(path, exist_ok=True)

@@ -37,6 +37,14 @@ class JobMismatch(ValueError):
     """The output directory holds a job run with other parameters."""
 
 
+class OutputError(ValueError):
+    """The output directory cannot be created or written."""
+
+
+class StaleInputs(ValueError):
+    """Inputs changed after their shards were written."""
+
+
 def file_key(source: str) -> str:
     """A file-safe, unique name for an input source (readable prefix + short hash)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source.replace("/", "__")).strip("._") or "input"
@@ -57,15 +65,16 @@ class FileRecord:
     shards: list[shards.ShardInfo] = field(default_factory=list)
     rejected: int = 0
     documents: int = 0
+    input: dict | None = None  # fs.input_stat of the input when it was read (None: not known)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "key": self.key, "rejected": self.rejected, "documents": self.documents,
-                "shards": [s.to_dict() for s in self.shards]}
+                "shards": [s.to_dict() for s in self.shards], "input": self.input}
 
     @classmethod
     def from_dict(cls, d: dict) -> "FileRecord":
         return cls(source=d["source"], key=d["key"], rejected=d["rejected"], documents=d["documents"],
-                   shards=[shards.ShardInfo.from_dict(s) for s in d["shards"]])
+                   shards=[shards.ShardInfo.from_dict(s) for s in d["shards"]], input=d.get("input"))
 
 
 def state_dir(out_dir: str | os.PathLike) -> str:
@@ -94,12 +103,49 @@ def read_done(out_dir: str | os.PathLike, key: str) -> FileRecord | None:
     return record
 
 
+def changed_inputs(out_dir: str | os.PathLike, done: list[tuple[FileRecord, dict | None]]) -> None:
+    """Refuse to reuse the shards of inputs that changed since they were read.
+
+    `done` pairs each completion record with the input's stat now. A record written before
+    inputs were recorded (`input` None) is trusted. The error names every changed input and
+    says how to proceed: the shards of one file depend on that file alone, so deleting its
+    completion record redoes exactly that file (its old shards are replaced).
+    """
+    stale = [(record, now) for record, now in done if record.input is not None and record.input != now]
+    if not stale:
+        return
+    lines = [f"  {record.source}: {_describe_change(record.input, now)}; its record: {done_path(out_dir, record.key)}"
+             for record, now in stale]
+    raise StaleInputs(f"{len(stale)} input(s) changed since their shards were written to {out_dir}:\n"
+                      + "\n".join(lines) + "\nUse a new output directory, or delete the completion records "
+                      "listed above and re-run to redo just those inputs.")
+
+
+def _describe_change(before: dict, now: dict | None) -> str:
+    if now is None:
+        return "now missing or unreadable"
+    keys = sorted(set(before) | set(now), key=lambda k: (k != "size", k))  # size first
+    changed = [f"{k} {before.get(k)} -> {now.get(k)}" for k in keys if before.get(k) != now.get(k)]
+    return ", ".join(changed)
+
+
 def prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
     """Create the output directory, or check that an existing one was made with `params`.
 
     Resuming with other parameters would mix two kinds of shards in one directory, so it is
-    refused; the error says which parameters differ.
+    refused; the error says which parameters differ. A directory that cannot be created or
+    written (a path under a regular file, a read-only or pseudo filesystem) raises
+    `OutputError` saying so.
     """
+    try:
+        _prepare_output(out_dir, params)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out_dir) else ""
+        raise OutputError(f"cannot use {out_dir} as the output directory: {exc.strerror or exc}{where}") from None
+
+
+def _prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
+    fs.makedirs(str(out_dir))
     job = fs.join(state_dir(out_dir), JOB_FILE)
     if fs.exists(job):
         previous = json.loads(fs.read_text(job))
@@ -113,6 +159,9 @@ def prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
     if not fs.is_remote(out_dir):
         for stale in Path(state_dir(out_dir), PROGRESS_DIR).glob("*.json"):
             stale.unlink()
+        probe = Path(state_dir(out_dir), ".write-probe")  # a re-run writes nothing before the workers do
+        probe.write_bytes(b"")
+        probe.unlink()
 
 
 def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patcher: dict,

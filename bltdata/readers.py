@@ -6,34 +6,37 @@ directories (walked recursively) or glob patterns. Every record comes out either
 `Document` (its bytes: the UTF-8 of a JSON text, a txt file byte for byte, a parquet cell) or
 as a `Reject` saying where and why it could not be read: bad records are never dropped
 silently and never stop the run. A corrupt or truncated compressed stream yields the
-documents before the damage, then one `Reject`, and ends that file.
+documents of the units before the damage, then rejects, and ends that file.
 
-Everything streams, so memory is bounded by the largest document, not the file: jsonl is
-read line by line through a buffered reader, gzip with the `gzip` module, parquet batch by
-batch within each row group. zstd goes through `_ZstdReader`, which feeds zstandard's
-`decompressobj` one block at a time rather than using `stream_reader`: that reader ends
-silently when a stream is cut short and, at a corrupt block, drops what it had decoded in
-the same read.
+Compressed jsonl is decoded one checked unit at a time (a gzip member, a zstd frame; see
+`bltdata.compressed`): the records of a unit are held until the unit has ended and passed its
+checksum, so a flipped byte never lets a garbled line through; at a failed unit every held
+record and the rest of the file become rejects. zstd frames written without a content
+checksum (zstandard's Python default) have no proof to give: their records are released when
+the frame decodes without error to its end, with a warning in the log.
+
+Everything streams, so memory is bounded by the largest document plus one compressed unit's
+held records (in memory up to `compressed.HOLD_MEMORY_BYTES`, then in a temporary file), not
+by the file: plain jsonl is read line by line through a buffered reader, parquet batch by
+batch within each row group.
 
 `read_records` takes the raw (still compressed) binary stream, so a Beam pipeline can hand
 it a file it opened without decompression; `read_input` opens a local path.
 """
 from __future__ import annotations
 
-import gzip
+import errno
 import io
 import json
 import logging
 import os
 import re
-import zlib
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence, Union
 
-import zstandard
-
-from bltdata import fs
+from bltdata import compressed, fs
 
 log = logging.getLogger(__name__)
 
@@ -105,52 +108,111 @@ def detect_format(path: str) -> str | None:
     return None
 
 
-def list_inputs(inputs: Sequence[str]) -> list[InputFile]:
+def list_inputs(inputs: Sequence[str], *, exclude: Sequence[str] = ()) -> list[InputFile]:
     """Expand files, directories (recursive) and glob patterns into input files.
 
     A file's `source` is its path relative to its input root: the file's own name when it
     is given directly, the path under the directory for a directory, the path under the
-    pattern's non-glob prefix for a glob. Hidden entries (names starting with '.') are
-    skipped in directory walks, as glob skips them. Files with an unsupported suffix found
-    in a directory or by a glob are skipped with a log line; one named explicitly, a path
-    that does not exist, a glob that matches nothing and a directory without input files
-    raise ValueError. The same file reached twice is listed once (first occurrence wins);
-    two different files with the same source raise ValueError, since their ids would clash.
-    The result is sorted by source.
+    pattern's non-glob prefix for a glob; a name that is not valid UTF-8 appears with its
+    undecodable bytes as `\\xNN` (`display_path`). Hidden entries (names starting with '.')
+    are skipped in directory walks, as glob skips them. Symbolic links to directories are
+    followed; a directory reached a second time (a link loop, or two links to one directory)
+    is walked once, with a warning. Files with an unsupported suffix found in a directory or
+    by a glob are skipped with a log line; one named explicitly, a path that does not exist
+    (or a dangling link), a glob that matches nothing, a directory that cannot be listed and
+    a directory without input files raise ValueError. Files inside the local directories
+    `exclude` (the job's output) are left out; naming one of them, or a directory inside
+    one, raises ValueError. The same file reached twice is listed once (first occurrence
+    wins); two different files with the same source raise ValueError, since their ids would
+    clash. The result is sorted by source.
     """
+    excluded = _Excluded(exclude)
     found: dict[str, InputFile] = {}
     for spec in inputs:
-        for input_file in _expand(str(spec)):
-            found.setdefault(os.path.realpath(input_file.path), input_file)
+        for input_file in _expand(str(spec), excluded):
+            real = input_file.path if fs.is_remote(input_file.path) else os.path.realpath(input_file.path)
+            if excluded.holds(real):
+                log.info("skipping %s: inside the output directory", display_path(input_file.path))
+                continue
+            found.setdefault(real, input_file)
     files = sorted(found.values(), key=lambda f: f.source)
     for prev, cur in zip(files, files[1:]):
         if prev.source == cur.source:
             raise ValueError(
-                f"inputs {prev.path!r} and {cur.path!r} have the same source name "
+                f"inputs {display_path(prev.path)!r} and {display_path(cur.path)!r} have the same source name "
                 f"{cur.source!r}; pass a common parent directory instead"
             )
     return files
 
 
-def _expand(spec: str) -> list[InputFile]:
+def display_path(path: str | os.PathLike) -> str:
+    """A path as text that is always valid UTF-8: bytes a file name holds that are not UTF-8
+    (kept by Python as surrogate escapes) are written as `\\xNN`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+class _Excluded:
+    """Local directories whose contents are not inputs (by real path and by device/inode)."""
+
+    def __init__(self, directories: Sequence[str]):
+        self.keys: set[tuple[int, int]] = set()
+        self.roots: list[str] = []
+        for directory in directories:
+            if fs.is_remote(directory):
+                continue
+            try:
+                st = os.stat(directory)
+            except OSError:
+                continue  # not created yet: nothing of it can be listed
+            self.keys.add((st.st_dev, st.st_ino))
+            self.roots.append(os.path.realpath(directory))
+
+    def holds(self, real: str) -> bool:
+        return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.roots)
+
+    def refuse_inside(self, spec: str) -> None:
+        if self.holds(os.path.realpath(spec)):
+            raise ValueError(f"input {display_path(spec)!r} is inside the output directory; "
+                             f"write the shards somewhere else")
+
+
+def _expand(spec: str, excluded: _Excluded) -> list[InputFile]:
     if fs.is_remote(spec):
         return _expand_remote(spec)
     if _GLOB_MAGIC.search(spec):
-        return _expand_glob(spec)
+        return _expand_glob(spec, excluded)
     path = Path(spec)
     if path.is_dir():
-        files = _walk_dir(path, path)
+        excluded.refuse_inside(spec)
+        files = _walk_dir(path, path, excluded)
         if not files:
-            raise ValueError(f"directory {spec!r} holds no input files ({_suffix_list()})")
+            raise ValueError(f"directory {display_path(spec)!r} holds no input files ({_suffix_list()})")
         return files
     if path.is_file():
+        excluded.refuse_inside(spec)
         fmt = detect_format(spec)
         if fmt is None:
-            raise ValueError(f"input {spec!r} has an unsupported suffix ({_suffix_list()})")
-        return [InputFile(os.path.abspath(spec), path.name, fmt)]
-    raise ValueError(f"input {spec!r} does not exist")
+            raise ValueError(f"input {display_path(spec)!r} has an unsupported suffix ({_suffix_list()})")
+        return [InputFile(os.path.abspath(spec), display_path(path.name), fmt)]
+    problem = _link_problem(spec)
+    if problem:
+        raise ValueError(f"input {display_path(spec)!r} is {problem}")
+    if os.path.exists(spec):
+        raise ValueError(f"input {display_path(spec)!r} is not a regular file or a directory")
+    raise ValueError(f"input {display_path(spec)!r} does not exist")
 
 
+def _link_problem(path: str) -> str | None:
+    """'a dangling symbolic link to X' / 'a symbolic link loop', or None for a working path."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a dangling symbolic link to {display_path(os.readlink(path))!r}"
+    return None
 def _expand_remote(spec: str) -> list[InputFile]:
     """gs://... (or any Beam filesystem): a file, a 'directory/' (recursive) or a glob."""
     if spec.endswith("/"):
@@ -171,7 +233,7 @@ def _expand_remote(spec: str) -> list[InputFile]:
     return files
 
 
-def _expand_glob(pattern: str) -> list[InputFile]:
+def _expand_glob(pattern: str, excluded: _Excluded) -> list[InputFile]:
     import glob
 
     parts = Path(pattern).parts
@@ -183,34 +245,62 @@ def _expand_glob(pattern: str) -> list[InputFile]:
     root = Path(*prefix) if prefix else Path(".")
     matches = sorted(glob.glob(pattern, recursive=True))
     if not matches:
-        raise ValueError(f"glob {pattern!r} matched nothing")
+        raise ValueError(f"glob {display_path(pattern)!r} matched nothing")
     files: list[InputFile] = []
     for match in matches:
         if os.path.isdir(match):
-            files.extend(_walk_dir(Path(match), root))
+            files.extend(_walk_dir(Path(match), root, excluded))
         else:
             files.extend(_maybe_input(Path(match), root))
     if not files:
-        raise ValueError(f"glob {pattern!r} matched no input files ({_suffix_list()})")
+        raise ValueError(f"glob {display_path(pattern)!r} matched no input files ({_suffix_list()})")
     return files
 
 
-def _walk_dir(directory: Path, root: Path) -> list[InputFile]:
+def _walk_dir(directory: Path, root: Path, excluded: _Excluded) -> list[InputFile]:
+    """Input files under `directory`, following links to directories, each directory once."""
     files: list[InputFile] = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                files.extend(_maybe_input(Path(dirpath) / name, root))
+    seen: dict[tuple[int, int], str] = {}
+    pending = [directory]
+    while pending:
+        current = pending.pop()
+        info = os.stat(current)
+        key = (info.st_dev, info.st_ino)
+        if key in excluded.keys:
+            log.info("skipping %s: the output directory", display_path(current))
+            continue
+        if key in seen:
+            log.warning("skipping %s: the directory %s, already walked (a symbolic link loop or a second link)",
+                        display_path(current), display_path(seen[key]))
+            continue
+        seen[key] = str(current)
+        try:
+            entries = sorted((e for e in os.scandir(current) if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError as exc:
+            raise ValueError(f"cannot list directory {display_path(current)!r}: {exc.strerror or exc}") from None
+        subdirs = []
+        for entry in entries:
+            if _is_dir(entry):
+                subdirs.append(Path(entry.path))
+            else:  # files, and links that lead nowhere: those become rejects naming the link
+                files.extend(_maybe_input(Path(entry.path), root))
+        pending.extend(reversed(subdirs))  # depth first, in name order: the first link to a directory wins
     return files
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:  # a link loop: not a directory; read as a file, it becomes a reject
+        return False
 
 
 def _maybe_input(path: Path, root: Path) -> list[InputFile]:
     fmt = detect_format(path.name)
     if fmt is None:
-        log.info("skipping %s: unsupported suffix", path)
+        log.info("skipping %s: unsupported suffix", display_path(path))
         return []
-    source = os.path.relpath(path, root).replace(os.sep, "/")
+    source = display_path(os.path.relpath(path, root).replace(os.sep, "/"))
     return [InputFile(os.path.abspath(path), source, fmt)]
 
 
@@ -230,16 +320,43 @@ def read_input(f: InputFile, **kw) -> Iterator[Record]:
 
 def _read_input(f: InputFile, **kw) -> Iterator[Record]:
     remote = fs.is_remote(f.path)
-    if f.format == "parquet" and not remote:  # a path lets pyarrow use its native (faster) file reader
-        yield from _read_parquet(f.path, f.source, **kw)
-        return
     try:
-        fileobj = fs.open_read(f.path) if remote else open(f.path, "rb")
+        if f.format == "parquet" and not remote:  # a path lets pyarrow use its native (faster) file reader
+            check_local(f.path)
+            yield from _read_parquet(f.path, f.source, **kw)
+            return
+        fileobj = fs.open_read(f.path) if remote else open_local(f.path)
+    except UnreadableInput as exc:
+        yield Reject(f.source, 0, str(exc))
+        return
     except OSError as exc:
-        yield Reject(f.source, 0, f"cannot open {f.path}: {exc.strerror or exc}")
+        yield Reject(f.source, 0, f"cannot open {display_path(f.path)}: {exc.strerror or exc}")
         return
     with fileobj:
         yield from read_records(fileobj, f.source, f.format, **kw)
+
+
+class UnreadableInput(OSError):
+    """A local input that cannot be opened; the message names it and says why."""
+
+
+def check_local(path: str) -> None:
+    """Raise `UnreadableInput` unless `path` is a regular file (a FIFO would block a reader)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open {display_path(path)}: {_link_problem(path) or exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableInput(f"cannot open {display_path(path)}: not a regular file")
+
+
+def open_local(path: str, buffering: int = -1) -> BinaryIO:
+    """Open a local input for reading, or raise `UnreadableInput` naming it."""
+    check_local(path)
+    try:
+        return open(path, "rb", buffering=buffering)
+    except OSError as exc:
+        raise UnreadableInput(f"cannot open {display_path(path)}: {exc.strerror or exc}") from None
 
 
 def read_records(
@@ -298,7 +415,12 @@ def _kind(value) -> str:
 
 
 def _read_jsonl(fileobj: BinaryIO, source: str, fmt: str, **fields) -> Iterator[Record]:
-    stream = _line_stream(fileobj, fmt)
+    if fmt in _UNIT_DECODERS:
+        yield from _read_compressed_jsonl(fileobj, source, fmt, **fields)
+        return
+    stream = fileobj
+    if isinstance(fileobj, io.RawIOBase) or not hasattr(fileobj, "readline"):
+        stream = io.BufferedReader(_RawAdapter(fileobj), _READ_CHUNK)
     lineno = 0
     try:
         for line in iter(stream.readline, b""):
@@ -306,32 +428,85 @@ def _read_jsonl(fileobj: BinaryIO, source: str, fmt: str, **fields) -> Iterator[
             record = _parse_line(line, source, lineno, **fields)
             if record is not None:
                 yield record
-    except (zstandard.ZstdError, EOFError, zlib.error, OSError) as exc:
-        yield Reject(source, lineno + 1, _stream_error(fmt, exc, lineno))
+    except OSError as exc:
+        yield Reject(source, lineno + 1, f"read error after line {lineno}: {exc.strerror or exc}")
     finally:
         if stream is not fileobj:
             stream.close()
 
 
-def _line_stream(fileobj: BinaryIO, fmt: str) -> BinaryIO:
-    """A buffered, decompressed view of `fileobj` with `readline`; closing it leaves
-    `fileobj` open."""
-    if fmt == "jsonl.zst":
-        return io.BufferedReader(_ZstdReader(fileobj), _READ_CHUNK)
-    if fmt == "jsonl.gz":
-        return gzip.GzipFile(fileobj=fileobj, mode="rb")
-    if isinstance(fileobj, io.RawIOBase) or not hasattr(fileobj, "readline"):
-        return io.BufferedReader(_RawAdapter(fileobj), _READ_CHUNK)
-    return fileobj
+_UNIT_DECODERS = {"jsonl.gz": compressed.gzip_units, "jsonl.zst": compressed.zstd_units}
 
 
-def _stream_error(fmt: str, exc: BaseException, lineno: int) -> str:
-    kind = {"jsonl.zst": "zstd", "jsonl.gz": "gzip"}.get(fmt)
-    if kind is None:
-        return f"read error after line {lineno}: {exc}"
-    if isinstance(exc, EOFError):
-        return f"truncated {kind} stream after line {lineno}: {exc}"
-    return f"corrupt {kind} stream after line {lineno}: {exc}"
+def _read_compressed_jsonl(fileobj: BinaryIO, source: str, fmt: str, **fields) -> Iterator[Record]:
+    """jsonl inside gzip members / zstd frames: a line's record is held until every unit its
+    bytes came from has ended cleanly (and passed its checksum, where it has one).
+
+    At a failed unit, each held record becomes a `Reject` saying so, then one more `Reject`
+    (at the line after the last one read) stands for the rest of the file, which is not read:
+    the records in a file's shards are exactly its lines before the first failed unit.
+    """
+    held = compressed.HeldRecords()
+    lines = _LineSplitter(source, fields)
+    unverified = 0
+    try:
+        for event in _UNIT_DECODERS[fmt](fileobj):
+            if isinstance(event, compressed.UnitEnd):
+                unverified += not event.verified
+                yield from held.drain()
+            else:
+                for record in lines.feed(event):
+                    held.add(record, len(record.data) if isinstance(record, Document) else 0)
+    except compressed.UnitError as exc:
+        yield from _reject_held(held, source, exc)
+        yield Reject(source, lines.lineno + 1, _unit_error_reason(fmt, exc, lines.lineno))
+        return
+    finally:
+        held.close()
+    yield from lines.finish()
+    if unverified:
+        log.warning("%s: %d zstd frame(s) without a content checksum: corruption inside them is only "
+                    "caught where the decoder itself fails", source, unverified)
+
+
+def _reject_held(held: compressed.HeldRecords, source: str, exc: compressed.UnitError) -> Iterator[Reject]:
+    reason = f"line decoded from {exc.unit}, which failed ({exc.kind}: {exc.detail}); not proven intact"
+    for record in held.drain():
+        yield Reject(source, record.position, reason)
+
+
+def _unit_error_reason(fmt: str, exc: compressed.UnitError, lineno: int) -> str:
+    kind = {"jsonl.zst": "zstd", "jsonl.gz": "gzip"}[fmt]
+    what = {"truncated": f"truncated {kind} stream", "corrupt": f"corrupt {kind} stream"}.get(exc.kind, exc.kind)
+    return (f"{what} after line {lineno}: {exc.unit} (from compressed byte {exc.offset}): {exc.detail}; "
+            f"nothing from that {exc.unit.split()[1]} on is in the shards")
+
+
+class _LineSplitter:
+    """Cuts decoded chunks into lines and parses each; a line may span chunks and units."""
+
+    def __init__(self, source: str, fields: dict):
+        self.source, self.fields = source, fields
+        self.partial = bytearray()
+        self.lineno = 0
+
+    def feed(self, chunk: bytes) -> list[Record]:
+        pieces = chunk.split(b"\n")
+        if self.partial:
+            self.partial += pieces[0]
+            pieces[0] = bytes(self.partial)
+            self.partial = bytearray()
+        self.partial += pieces.pop()
+        first, self.lineno = self.lineno + 1, self.lineno + len(pieces)
+        parsed = (_parse_line(line, self.source, n, **self.fields) for n, line in enumerate(pieces, first))
+        return [record for record in parsed if record is not None]
+
+    def finish(self) -> list[Record]:
+        """The last line, when the stream does not end with a newline."""
+        if not self.partial:
+            return []
+        self.partial += b"\n"
+        return self.feed(b"")
 
 
 def _parse_line(line: bytes, source: str, lineno: int, *, text_field: str, id_field: str) -> Record | None:
@@ -344,7 +519,8 @@ def _parse_line(line: bytes, source: str, lineno: int, *, text_field: str, id_fi
     except UnicodeDecodeError as exc:
         return Reject(source, lineno, f"invalid UTF-8 at byte {exc.start}: {exc.reason}")
     except json.JSONDecodeError as exc:
-        return Reject(source, lineno, f"malformed JSON: {exc.msg} at col {exc.colno}")
+        msg = exc.msg.removesuffix(" at")  # "Invalid control character at", "Unterminated string starting at"
+        return Reject(source, lineno, f"malformed JSON: {msg} at col {exc.colno}")
     except (ValueError, RecursionError) as exc:  # e.g. an integer too long, nesting too deep
         return Reject(source, lineno, f"malformed JSON: {type(exc).__name__}: {exc}")
     if not isinstance(obj, dict):
@@ -387,115 +563,6 @@ class _RawAdapter(io.RawIOBase):
         data = self._source.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
-
-
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_SKIPPABLE_MAGIC_TAIL = b"\x2a\x4d\x18"  # skippable frames: 0x184D2A50..0x184D2A5F
-
-
-class ZstdTruncatedError(EOFError):
-    """The zstd stream ends inside a frame."""
-
-
-class _ZstdReader(io.RawIOBase):
-    """Decompresses a zstd stream (every frame of it) one block at a time.
-
-    zstandard's `stream_reader` ends without an error when its input stops inside a frame,
-    and when it meets a corrupt block it drops whatever it had decoded in the same read.
-    This reader follows the frame layout (RFC 8878: frame header, 3-byte block headers,
-    optional checksum) and feeds whole blocks to a `decompressobj`, so a cut stream raises
-    `ZstdTruncatedError`, a corrupt block raises `zstandard.ZstdError`, and every block
-    before either is delivered. Memory is bounded by one block (128 KiB of output).
-    """
-
-    def __init__(self, source):
-        self._source = source
-        self._input = bytearray()  # compressed bytes read but not yet fed
-        self._output = memoryview(b"")  # decoded bytes not yet returned
-        self._dctx = zstandard.ZstdDecompressor()
-        self._frame = None  # decompressobj of the frame in progress
-        self._checksum = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        while not self._output:
-            unit = self._next_block()
-            if unit is None:
-                return 0
-            self._output = memoryview(self._decode(unit))
-        n = min(len(buffer), len(self._output))
-        buffer[:n] = self._output[:n]
-        self._output = self._output[n:]
-        return n
-
-    def _decode(self, unit: tuple[bytes, bool]) -> bytes:
-        data, last = unit
-        if not data:
-            return b""
-        out = self._frame.decompress(data)
-        if last:
-            self._frame = None
-        return out
-
-    def _next_block(self) -> tuple[bytes, bool] | None:
-        """The compressed bytes of the next block (with the frame header before a first
-        block, the checksum after a last one) and whether it ends its frame."""
-        prefix = b""
-        if self._frame is None:
-            if not self._fill(1, at_boundary=True):
-                return None
-            prefix = self._frame_header()
-            if not prefix:  # a skippable frame
-                return b"", False
-        header = self._take(3)
-        value = int.from_bytes(header, "little")
-        last, block_type, size = value & 1, value >> 1 & 3, value >> 3
-        if block_type == 3:
-            raise zstandard.ZstdError("corrupt block header (reserved block type)")
-        content = self._take((1 if block_type == 1 else size) + (4 if last and self._checksum else 0))
-        return prefix + header + content, bool(last)
-
-    def _frame_header(self) -> bytes:
-        magic = self._take(4)
-        if magic[1:] == _SKIPPABLE_MAGIC_TAIL and magic[0] & 0xF0 == 0x50:
-            self._discard(int.from_bytes(self._take(4), "little"))
-            return b""
-        if magic != _ZSTD_MAGIC:
-            raise zstandard.ZstdError(f"not a zstd frame (magic bytes {magic.hex()})")
-        descriptor = self._take(1)
-        single_segment = descriptor[0] >> 5 & 1
-        self._checksum = bool(descriptor[0] >> 2 & 1)
-        content_size_bytes = (single_segment, 2, 4, 8)[descriptor[0] >> 6]
-        dict_id_bytes = (0, 1, 2, 4)[descriptor[0] & 3]
-        rest = self._take((1 - single_segment) + dict_id_bytes + content_size_bytes)
-        self._frame = self._dctx.decompressobj()
-        return magic + descriptor + rest
-
-    def _fill(self, n: int, at_boundary: bool = False) -> bool:
-        """Read until `n` input bytes are buffered; False at a clean end between frames."""
-        while len(self._input) < n:
-            chunk = self._source.read(max(_READ_CHUNK, n - len(self._input)))
-            if not chunk:
-                if at_boundary and not self._input:
-                    return False
-                raise ZstdTruncatedError("the stream ends inside a frame")
-            self._input += chunk
-        return True
-
-    def _take(self, n: int) -> bytes:
-        self._fill(n)
-        out = bytes(self._input[:n])
-        del self._input[:n]
-        return out
-
-    def _discard(self, n: int) -> None:
-        while n:
-            self._fill(1)
-            step = min(n, len(self._input))
-            del self._input[:step]
-            n -= step
 
 
 # ----------------------------------------------------------------------------- parquet

@@ -83,7 +83,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     from bltdata import fs, jobs
 
     show = (sys.stderr.isatty() if progress is None else progress) and not fs.is_remote(prepared.job.output)
-    total = sum(fs.size(f.path) for f in prepared.pending)
+    total = sum(pipeline.input_size(f.path) for f in prepared.pending)
     outcome = {}
 
     def target():
@@ -106,6 +106,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     manifest = shards.read_manifest(prepared.job.output)
     return {"counters": counters, "totals": manifest.totals, "wall": wall,
             "skipped": len(prepared.files) - len(prepared.pending), "output": prepared.job.output,
+            "rejected_dir": fs.join(prepared.job.output, shards.REJECTED_DIR),
             "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode}
 
 
@@ -138,6 +139,8 @@ def _print_summary(summary):
         f"{t['patches']:,} patches, {t['rejected']:,} rejected",
         f"mean patch        {mean:.3f} bytes (mode {summary['mode']}"
         + (f", θ {summary['threshold']:.6f})" if summary["mode"] in ("entropy", "monotonic") else ")"),
+        f"rejected records  " + (f"{t['rejected']:,} records in {summary['rejected_dir']} (source, line/row, reason)"
+                                 if t["rejected"] else "none"),
     ]
     click.echo("\n".join(lines))
 

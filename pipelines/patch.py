@@ -136,6 +136,7 @@ class ReadDocumentBatches(beam.DoFn):
         progress = jobs.ProgressFile(self.job.output, key)
         rejects: list[dict] = []
         counts = {"documents": 0, "bytes": 0}
+        before = fs.input_stat(input_file.path)
         with _open_input(input_file, text_field=self.job.text_field, id_field=self.job.id_field) as (records, counter):
             documents = self._documents(records, rejects, counts, progress, counter)
             started = time.perf_counter()
@@ -143,13 +144,16 @@ class ReadDocumentBatches(beam.DoFn):
                                                    batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
                                                    shard_bytes=self.job.shard_bytes):
                 self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
-                if batch.last_in_file:
+                if batch.last_in_file:  # every document is read: check the file stayed the same
+                    if fs.input_stat(input_file.path) != before:
+                        raise RuntimeError(f"{input_file.source} changed while it was being read; run again")
                     batch.rejected = _write_rejects(self.job.output, key, rejects)
+                    batch.input_stat = before
                     self.rejected.inc(batch.rejected)
                 yield batch
                 started = time.perf_counter()
         progress.update(documents=counts["documents"], bytes_=counts["bytes"],
-                        raw_bytes=fs.size(input_file.path), force=True)
+                        raw_bytes=input_size(input_file.path), force=True)
 
     def _documents(self, records, rejects, counts, progress, counter):
         for record in records:
@@ -164,6 +168,14 @@ class ReadDocumentBatches(beam.DoFn):
             yield record
 
 
+def input_size(path: str) -> int:
+    """The size of an input, 0 for one that cannot be stat'ed (it is a reject)."""
+    try:
+        return fs.size(path)
+    except OSError:
+        return 0
+
+
 class _open_input:
     """Context manager: (records iterator, raw-bytes-read function) for one input file."""
 
@@ -174,7 +186,10 @@ class _open_input:
         f = self.input_file
         if f.format == "parquet" or fs.is_remote(f.path):
             return readers.read_input(f, **self.fields), lambda: 0
-        self.handle = _CountingReader(open(f.path, "rb", buffering=0))
+        try:
+            self.handle = _CountingReader(readers.open_local(f.path, buffering=0))
+        except readers.UnreadableInput as exc:  # a whole-file reject naming the path
+            return iter([readers.Reject(f.source, 0, str(exc))]), lambda: 0
         stream = io.BufferedReader(self.handle, buffer_size=1 << 20)
         return readers.read_records(stream, f.source, f.format, **self.fields), lambda: self.handle.count
 
@@ -325,7 +340,7 @@ def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
 
 def prepare(job: PatchJob) -> PreparedJob:
     """List inputs, identify the model, choose θ, and check/create the output directory."""
-    files = readers.list_inputs(job.inputs)
+    files = readers.list_inputs(job.inputs, exclude=[job.output])
     entropy_model = None
     threshold = job.threshold
     if job.needs_model:
@@ -338,9 +353,10 @@ def prepare(job: PatchJob) -> PreparedJob:
         threshold = recommended_threshold(job.model)
     patcher = job.patcher(threshold)
     params = job_params(job, files, patcher, entropy_model)
-    fs.makedirs(job.output)
     jobs.prepare_output(job.output, params)
-    pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
+    records = {f.source: jobs.read_done(job.output, jobs.file_key(f.source)) for f in files}
+    jobs.changed_inputs(job.output, [(records[f.source], fs.input_stat(f.path)) for f in files if records[f.source]])
+    pending = [f for f in files if records[f.source] is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
                        params=params)
 

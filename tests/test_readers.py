@@ -187,24 +187,31 @@ def test_zstd_stream_without_content_size():
     assert _rejects(records) == [] and len(records) == len(GOOD)
 
 
+def _check_cut_short(records, expected, unit_docs, kind):
+    """Shards get whole units only: docs are an exact prefix that ends at a unit boundary;
+    the lines after it are rejects, the last one standing for the rest of the file."""
+    docs, rejects = _docs(records), _rejects(records)
+    assert [d.data for d in docs] == expected[: len(docs)] and len(docs) in unit_docs
+    assert records[: len(docs)] == docs and rejects == records[len(docs):]
+    assert [r.position for r in rejects] == list(range(len(docs) + 1, len(docs) + 1 + len(rejects)))
+    assert all("not proven intact" in r.reason for r in rejects[:-1])
+    assert f"{kind} stream" in rejects[-1].reason
+    return len(docs)
+
+
 @pytest.mark.parametrize("checksum", [False, True])
-def test_zstd_truncated_keeps_the_good_prefix_then_rejects(checksum):
+def test_zstd_truncated_keeps_the_good_frames_then_rejects(checksum):
     payload = _jsonl(GOOD * 50)
     first = _zst(payload[: len(payload) // 2], write_checksum=checksum)
     data = first + _zst(payload[len(payload) // 2:], write_checksum=checksum)
     expected = [g["text"].encode() for g in GOOD * 50]
     # A cut exactly between frames leaves a valid (shorter) stream: nothing to detect.
     assert _rejects(_read(data[: len(first)], "jsonl.zst")) == []
-    checked = 0
+    kept = []
     for cut in (1, 3, 7, len(first) // 2, len(first) - 1, len(first) + 2, len(data) - 5, len(data) - 1):
         records = _read(data[:cut], "jsonl.zst", source="z.jsonl.zst")
-        docs = [r.data for r in records[:-1]]
-        assert docs == expected[: len(docs)], cut
-        last = records[-1]
-        assert isinstance(last, Reject) and "truncated zstd" in last.reason, cut
-        assert last.position == len(docs) + 1
-        checked += 1
-    assert checked == 8
+        kept.append(_check_cut_short(records, expected, (0, 1000), "truncated zstd"))
+    assert kept == [0] * 5 + [1000] * 3
 
 
 def test_zstd_corrupt_frame_and_not_zstd():
@@ -213,9 +220,9 @@ def test_zstd_corrupt_frame_and_not_zstd():
     second = bytearray(_zst(payload))
     second[len(second) // 2: len(second) // 2 + 8] = b"\xff" * 8
     records = _read(first + bytes(second), "jsonl.zst")
-    docs, rejects = _docs(records), _rejects(records)
-    assert len(docs) >= len(GOOD) * 20 and records[-1] is rejects[0] and len(rejects) == 1
-    assert "zstd" in rejects[0].reason
+    expected = [g["text"].encode() for g in GOOD * 20] * 2
+    assert _check_cut_short(records, expected, (800,), "corrupt zstd") == 800
+    assert "zstd frame 2" in records[-1].reason
 
     (reject,) = _read(b"this is not zstd at all\n", "jsonl.zst")
     assert reject.position == 1 and "corrupt zstd" in reject.reason
@@ -227,23 +234,20 @@ def test_zstd_corrupt_frame_and_not_zstd():
 def test_gzip_multi_member_and_truncated():
     payload = _jsonl(GOOD * 30)
     data = gzip.compress(payload[:1000]) + gzip.compress(payload[1000:])
-    assert [d.data for d in _read(data, "jsonl.gz")] == [g["text"].encode() for g in GOOD * 30]
-    checked = 0
-    for cut in (5, len(data) // 2, len(data) - 3):
-        records = _read(data[:cut], "jsonl.gz")
-        assert all(isinstance(r, Document) for r in records[:-1])
-        assert isinstance(records[-1], Reject) and "truncated gzip" in records[-1].reason
-        assert records[-1].position == len(records)
-        checked += 1
-    assert checked == 3
+    expected = [g["text"].encode() for g in GOOD * 30]
+    assert [d.data for d in _read(data, "jsonl.gz")] == expected
+    whole = payload[:1000].count(b"\n")  # lines complete in member 1; the next one ends in member 2
+    kept = [_check_cut_short(_read(data[:cut], "jsonl.gz"), expected, (0, whole), "truncated gzip")
+            for cut in (5, len(data) // 2, len(data) - 3)]
+    assert kept == [0, whole, whole] and whole > 0
 
 
 def test_gzip_corrupt():
     data = bytearray(gzip.compress(_jsonl(GOOD * 30)))
     data[-6] ^= 0xFF  # the CRC / size trailer
     records = _read(bytes(data), "jsonl.gz")
-    assert len(_docs(records)) > 0 and len(_rejects(records)) == 1
-    assert "gzip" in records[-1].reason
+    assert _check_cut_short(records, [g["text"].encode() for g in GOOD * 30], (0,), "corrupt gzip") == 0
+    assert len(records) > len(GOOD) and "gzip member 1" in records[-1].reason
     (reject,) = _read(b"not gzip\n", "jsonl.gz")
     assert reject.position == 1 and "gzip" in reject.reason
 
@@ -434,3 +438,161 @@ def test_zstd_streams_in_constant_memory(tmp_path):
         tracemalloc.stop()
     assert count == 256 * 200 and total > 200_000_000
     assert peak < 8_000_000  # a whole-file read would need > 200 MB
+
+
+# ----------------------------------------------------------------------------- corruption
+
+
+def _units(payload: bytes, cuts: list[int], fmt: str) -> bytes:
+    """`payload` cut at byte offsets `cuts` (inside lines too), each piece its own gzip member
+    or checksummed zstd frame of many blocks (one per 40 bytes: a frame's checksum comes
+    only after its last block)."""
+    bounds = [0, *sorted(set(cuts)), len(payload)]
+    pieces = [payload[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    if fmt == "jsonl.gz":
+        return b"".join(gzip.compress(p, mtime=0) for p in pieces)
+    out = io.BytesIO()
+    for piece in pieces:
+        with zstandard.ZstdCompressor(write_checksum=True).stream_writer(out, closefd=False) as writer:
+            for k in range(0, len(piece), 40):
+                writer.write(piece[k: k + 40])
+                writer.flush(zstandard.FLUSH_BLOCK)
+    return out.getvalue()
+
+
+def _check_no_forgery(records, truth) -> int:
+    """Documents are an exact prefix of the true ones; any true document missing from them is
+    covered by the rejects (the first reject is the first missing line; the file ends with
+    the reject standing for its unread rest)."""
+    docs = _docs(records)
+    assert [(d.doc_id, d.position, d.data) for d in docs] == truth[: len(docs)]
+    if len(docs) < len(truth):
+        rejects = _rejects(records)
+        assert rejects and min(r.position for r in rejects) == truth[len(docs)][1]
+        assert records[-1] is rejects[-1] and "stream after line" in rejects[-1].reason
+    return len(docs)
+
+
+_TRUTH_OBJS = [{"id": f"d{i}", "text": f"doc {i} " + "ünï ✓ " * (i % 7)} for i in range(30)]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "jsonl.zst"])
+def test_every_single_byte_flip_is_caught_or_harmless(fmt):
+    """Flip each byte of a three-unit stream in turn: never a wrong document."""
+    payload = _jsonl(_TRUTH_OBJS)
+    truth = [(o["id"], k + 1, o["text"].encode()) for k, o in enumerate(_TRUTH_OBJS)]
+    blob = _units(payload, [len(payload) // 3, 2 * len(payload) // 3 + 5], fmt)
+    kept, lost = [], 0
+    for offset in range(len(blob)):
+        corrupted = bytearray(blob)
+        corrupted[offset] ^= 0x10
+        n = _check_no_forgery(_read(bytes(corrupted), fmt), truth)
+        kept.append(n)
+        lost += n < len(truth)
+    assert len(kept) == len(blob) > 100
+    assert lost > len(blob) // 2  # most flips are detected and cost documents, never forge them
+    assert set(kept) <= {0, 11, 20, 30}  # only whole units reach the output (lines complete per unit)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=st.lists(st.text(max_size=40), min_size=1, max_size=25), data=st.data())
+@pytest.mark.parametrize("fmt", ["jsonl.gz", "jsonl.zst"])
+def test_flipped_bytes_never_reach_the_documents(fmt, texts, data):
+    payload = _jsonl([{"text": t} for t in texts])
+    cuts = data.draw(st.lists(st.integers(1, max(1, len(payload) - 1)), max_size=4))
+    blob = bytearray(_units(payload, cuts, fmt))
+    flips = data.draw(st.lists(st.tuples(st.integers(0, len(blob) - 1), st.integers(1, 255)),
+                               min_size=1, max_size=3))
+    for offset, mask in flips:
+        blob[offset] ^= mask
+    truth = [(f"f:{k + 1}", k + 1, t.encode()) for k, t in enumerate(texts)]
+    _check_no_forgery(_read(bytes(blob), fmt), truth)
+
+
+def test_held_records_spill_to_disk_in_order(monkeypatch):
+    from bltdata import compressed
+
+    held = compressed.HeldRecords(memory_bytes=100)
+    records = [Document(f"d{i}", "f", i, bytes([i]) * 30) for i in range(10)]
+    for r in records:
+        held.add(r, len(r.data))
+    assert len(held) == 10 and held.spilled == 7
+    assert list(held.drain()) == records and len(held) == 0
+    held.close()
+    # A whole single-member gzip read with nothing held in memory: same documents.
+    monkeypatch.setattr(compressed, "HOLD_MEMORY_BYTES", 0)
+    data = gzip.compress(_jsonl(GOOD * 5))
+    assert [d.data for d in _read(data, "jsonl.gz")] == [g["text"].encode() for g in GOOD * 5]
+
+
+# ----------------------------------------------------------------------------- odd paths
+
+
+def test_links_loops_and_odd_names_in_a_walk(tmp_path, caplog):
+    root = tmp_path / "in"
+    _touch(root / "a.jsonl")
+    _touch(tmp_path / "elsewhere" / "b.jsonl")
+    os.symlink(tmp_path / "elsewhere", root / "linked")  # a directory link: followed
+    os.symlink(root, root / "sub_loop")  # a loop back to the root: walked once
+    os.symlink(tmp_path / "nowhere.jsonl", root / "dangling.jsonl")
+    os.symlink("self.jsonl", root / "self.jsonl")
+    odd = os.path.join(os.fsencode(root), b"caf\xe9.jsonl")
+    with open(odd, "wb") as fh:
+        fh.write(b'{"text": "x"}\n')
+    files = list_inputs([str(root)])
+    assert [f.source for f in files] == ["a.jsonl", "caf\\xe9.jsonl", "dangling.jsonl", "linked/b.jsonl",
+                                         "self.jsonl"]
+    assert "already walked" in caplog.text
+    by_source = {f.source: list(read_input(f)) for f in files}
+    assert [d.doc_id for d in by_source["caf\\xe9.jsonl"]] == ["caf\\xe9.jsonl:1"]
+    (dangling,) = by_source["dangling.jsonl"]
+    assert isinstance(dangling, Reject) and "dangling symbolic link" in dangling.reason
+    assert "dangling.jsonl" in dangling.reason
+    (loop,) = by_source["self.jsonl"]
+    assert isinstance(loop, Reject) and "symbolic link loop" in loop.reason
+    for name, problem in (("dangling.jsonl", "dangling symbolic link"), ("self.jsonl", "symbolic link loop")):
+        with pytest.raises(ValueError, match=problem) as err:
+            list_inputs([str(root / name)])
+        assert name in str(err.value)
+
+
+def test_unreadable_inputs_are_rejects_naming_them(tmp_path, monkeypatch):
+    import builtins
+
+    locked = _touch(tmp_path / "locked.jsonl")
+    locked.chmod(0)
+    real_open = builtins.open
+
+    def honour_modes(file, mode="r", *args, **kw):  # tests run as root, who may read mode 000
+        if "r" in mode and isinstance(file, (str, os.PathLike)) and os.path.exists(file) \
+                and not os.stat(file).st_mode & 0o444:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kw)
+
+    monkeypatch.setattr(builtins, "open", honour_modes)
+    (reject,) = read_input(InputFile(str(locked), "locked.jsonl", "jsonl"))
+    assert reject.position == 0 and "Permission denied" in reject.reason and "locked.jsonl" in reject.reason
+    monkeypatch.setattr(builtins, "open", real_open)
+    os.mkfifo(tmp_path / "pipe.jsonl")  # opening it would block forever
+    (reject,) = read_input(InputFile(str(tmp_path / "pipe.jsonl"), "pipe.jsonl", "jsonl"))
+    assert "not a regular file" in reject.reason
+    os.symlink("/proc/self/mem", tmp_path / "eio.jsonl.gz")  # opens, then every read fails (EIO), even as root
+    (reject,) = read_input(InputFile(str(tmp_path / "eio.jsonl.gz"), "eio.jsonl.gz", "jsonl.gz"))
+    assert "read error" in reject.reason
+    os.symlink(tmp_path / "missing.parquet", tmp_path / "gone.parquet")
+    (reject,) = read_input(InputFile(str(tmp_path / "gone.parquet"), "gone.parquet", "parquet"))
+    assert "dangling symbolic link" in reject.reason
+
+
+def test_the_output_directory_is_not_an_input(tmp_path):
+    corpus = tmp_path / "corpus"
+    _touch(corpus / "a.jsonl")
+    _touch(corpus / "out" / "rejected" / "a.jsonl")  # what a run writes into OUT
+    _touch(corpus / "out" / "x.parquet")
+    assert [f.source for f in list_inputs([str(corpus)])] == ["a.jsonl", "out/rejected/a.jsonl", "out/x.parquet"]
+    assert [f.source for f in list_inputs([str(corpus)], exclude=[str(corpus / "out")])] == ["a.jsonl"]
+    assert [f.source for f in list_inputs([str(corpus / "**" / "*.jsonl")], exclude=[str(corpus / "out")])] \
+        == ["a.jsonl"]
+    for inside in (corpus / "out", corpus / "out" / "x.parquet", corpus / "out" / "rejected"):
+        with pytest.raises(ValueError, match="inside the output directory"):
+            list_inputs([str(inside)], exclude=[str(corpus / "out")])
