@@ -10,7 +10,7 @@ import click
 
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
-PRESET_NAMES = ("debug", "blt-1b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
+PRESET_NAMES = ("debug", "blt-1b", "blt-7b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
 
 
 def _device(name: str) -> str | None:
@@ -53,7 +53,7 @@ def _library_errors():
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps between checkpoints (0: at the end only).")
 @click.option("--sharding", type=click.Choice(["auto", "ddp", "fsdp"]), default="auto", show_default=True,
-              help="Multi-process strategy under torchrun (auto: fsdp for blt-1b, else ddp).")
+              help="Multi-process strategy under torchrun (auto: fsdp for blt-1b and blt-7b, else ddp).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Loader processes per rank.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (its saved settings win).")
@@ -90,7 +90,7 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
         cfg = _train_config(blt_train.TrainConfig, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                             warmup_steps=warmup, eval_every=eval_every, eval_batches=eval_batches,
                             checkpoint_every=checkpoint_every, seed=seed,
-                            sharding=(("fsdp" if preset == "blt-1b" else "ddp") if sharding == "auto" else sharding))
+                            sharding=(("fsdp" if preset in ("blt-1b", "blt-7b") else "ddp") if sharding == "auto" else sharding))
     rt = runtime_from_env(_device(device))
     try:
         summary = manifest_summary(data)

@@ -193,3 +193,23 @@ def count_parameters(model: nn.Module, *, embeddings: bool = True) -> int:
             continue
         total += sum(p.numel() for p in module.parameters(recurse=False))
     return total
+
+
+BLT_COMPONENTS = (  # (component, our state-dict key prefixes)
+    ("byte embedding", ("embed.tokens.",)), ("hash embeddings", ("embed.hashes.",)),
+    ("local encoder", ("encoder.",)), ("patch pooling", ("pooling.",)),
+    ("global transformer", ("global_stack.", "global_norm.")),
+    ("local decoder", ("decoder.start", "decoder.from_global.", "decoder.cross.", "decoder.stack.", "decoder.norm.")),
+    ("output head", ("decoder.output.",)),
+)
+
+
+def parameter_breakdown(model: BLT) -> dict[str, int]:
+    """Parameters per BLT component (``BLT_COMPONENTS``); every parameter counted once."""
+    counts = {name: 0 for name, _ in BLT_COMPONENTS}
+    for key, param in model.named_parameters():
+        name = next((n for n, prefixes in BLT_COMPONENTS if key.startswith(prefixes)), None)
+        if name is None:
+            raise ValueError(f"parameter {key} belongs to no component of BLT_COMPONENTS")
+        counts[name] += param.numel()
+    return counts
