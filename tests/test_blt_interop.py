@@ -247,3 +247,60 @@ def _reference_shapes(config, ours):
 def test_our_extras_refuse_to_export():
     with pytest.raises(ValueError, match="global_norm.*decoder_start"):
         interop.hf_key_groups(BLTConfig())
+
+
+def test_eval_and_generate_run_on_an_imported_release_with_its_own_entropy_model(imported, tmp_path):
+    """`bltdata eval` / `generate` on the imported run: shards patched by its own entropy model at θ 1.3354."""
+    from click.testing import CliRunner
+
+    from bltdata import shards
+    from bltdata.cli.main import main
+    from bltdata.entropy.checkpoint import load_checkpoint
+    from bltdata.entropy.engine import EntropyEngine
+    from bltdata.patching import PatcherConfig, patch_lengths
+
+    _, _, meta, run = imported
+    patcher = PatcherConfig.from_dict(meta["data"]["patcher"])
+    assert patcher.mode == "entropy" and patcher.threshold == pytest.approx(1.3354, abs=1e-4)
+    engine = EntropyEngine(load_checkpoint(run / "entropy_model"))
+    out = tmp_path / "heldout"
+    out.mkdir()
+    writer = shards.ShardWriter(out / "part-00000.parquet", patcher=patcher.to_dict(), row_group_bytes=2000)
+    docs = [b"the byte latent transformer %d reads patches" % i for i in range(12)]
+    for i, data in enumerate(docs):
+        writer.add(f"doc-{i}", "synthetic", data, patch_lengths(patcher, data, engine.score([data])[0]))
+    shards.write_manifest(out, {"test": True}, [writer.close()], 0, patcher=patcher.to_dict())
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", str(run), "--data", str(out), "--seq-len", "48", "--batch-size", "2",
+                                  "--json", "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output.strip().splitlines()[-1])
+    assert report["bytes"] > 0 and 0 < report["bpb"] < 20
+    result = runner.invoke(main, ["generate", str(run), "--prompt", "the ", "--max-bytes", "6", "--device", "cpu"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "bytes generated" in result.output
+    from bltdata.cli.train import _run_entropy_model
+
+    assert _run_entropy_model(str(run), meta) == str(run / "entropy_model")  # generate's default: its own
+
+
+def test_cli_import_export_round_trip_and_errors(imported, tmp_path):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    hf, ours, _, run = imported
+    runner = CliRunner()
+    result = runner.invoke(main, ["blt", "export", str(run), "--format", "hf", "-o", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    again = importer.import_hf(tmp_path / "hf", tmp_path / "again")
+    reloaded, _ = load_model(again)
+    for key, value in ours.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[key], value), key
+    assert len(ours.state_dict()) > 20
+    result = runner.invoke(main, ["blt", "import", str(tmp_path / "again"), "-o", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "config.json: not found" in result.output
+    result = runner.invoke(main, ["blt", "params", "--preset", "blt-1b", "--json"])
+    counts = json.loads(result.output)["blt-1b"]
+    assert counts["global transformer"] == 1_284_608_000 and counts["hash embeddings"] == 6 * 500_002 * 1024
