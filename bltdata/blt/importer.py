@@ -180,7 +180,7 @@ def patcher_from_hf(patcher_config: dict, state: dict, source: str):
         window=patcher_config.get("sliding_window") or 8192, rope_theta=_theta({**patcher_config, "rope_theta": 10000.0}),
         norm_eps=patcher_config.get("rms_norm_eps", 1e-5), vocab_size=patcher_config.get("vocab_size", 260),
         max_seqlen=patcher_config.get("max_position_embeddings", 8192))
-    reference_state = {("output.weight" if k == "lm_head.weight" else hf_to_reference_key_plain(k)): v
+    reference_state = {("output.weight" if k == "lm_head.weight" else interop.rename_hf_to_reference(k)): v
                        for k, v in state.items()}
     model = EntropyModel(config)
     model.load_state_dict(convert_reference_state(reference_state, config, source + " (patcher)"))
@@ -204,20 +204,9 @@ def patcher_to_hf(model) -> tuple[dict, dict]:
     for key, refs in reference_key_map(c).items():
         sizes = [ours[key].shape[0] // len(refs)] * len(refs)
         for ref, part in zip(refs, ours[key].split(sizes, dim=0)):
-            state["lm_head.weight" if ref == "output.weight" else reference_to_hf_key_plain(ref)] = part.clone()
+            state["lm_head.weight" if ref == "output.weight" else interop.rename_reference_to_hf(ref)] = part.clone()
     return config, state
 
-
-def hf_to_reference_key_plain(key: str) -> str:
-    for hf, ref in interop._HF_TO_REFERENCE:
-        key = ("." + key).replace(hf, ref)[1:]
-    return key
-
-
-def reference_to_hf_key_plain(key: str) -> str:
-    for hf, ref in interop._HF_TO_REFERENCE:
-        key = ("." + key).replace(ref, hf)[1:]
-    return key
 
 
 # --- files -----------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 HF_PATCHER_PREFIX = "model.patcher."
 # transformers' names → the reference's (the rename the transformers converter applies, inverted)
-_HF_TO_REFERENCE = (
+HF_TO_REFERENCE = (
     (".self_attn.", ".attention."), (".mlp.", ".feed_forward."), (".input_layernorm.", ".attention_norm."),
     (".post_attention_layernorm.", ".ffn_norm."), (".embed_tokens.", ".tok_embeddings."),
     (".q_norm.", ".cross_attn_norm_q."), (".k_norm.", ".cross_attn_norm_kv."), (".gate_proj.", ".w1."),
@@ -98,13 +98,26 @@ def hf_key_groups(config: BLTConfig) -> list[Group]:
     return groups
 
 
+def rename_hf_to_reference(key: str) -> str:
+    """Module names only (``self_attn.q_proj`` → ``attention.wq``), prefixes kept."""
+    key = "." + key
+    for hf, ref in HF_TO_REFERENCE:
+        key = key.replace(hf, ref)
+    return key[1:]
+
+
+def rename_reference_to_hf(key: str) -> str:
+    key = "." + key
+    for hf, ref in HF_TO_REFERENCE:
+        key = key.replace(ref, hf)
+    return key[1:]
+
+
 def hf_to_reference_key(key: str) -> str:
+    """A BLT key of ``BltForCausalLM`` → the reference's."""
     if key == "lm_head.weight":
         return "local_decoder.output.weight"
-    key = key.removeprefix("model.")
-    for hf, ref in _HF_TO_REFERENCE:
-        key = key.replace(hf, ref)
-    return key
+    return rename_hf_to_reference(key.removeprefix("model."))
 
 
 def reference_key_groups(config: BLTConfig) -> list[Group]:
