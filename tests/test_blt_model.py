@@ -291,3 +291,14 @@ def test_blt_flops_fall_with_longer_patches():
     assert long.inference_per_byte < short.inference_per_byte
     assert long.training_per_byte == 3 * long.inference_per_byte
     assert set(long.components) == {"encoder", "pooling", "global", "decoder", "output"}
+
+
+def test_per_n_hash_table_sizes_and_several_functions():
+    model = small_blt(hash_ngram_sizes=(3, 4, 5), hash_table_size=(11, 13, 17), hash_functions=2)
+    sizes = [t.num_embeddings for t in model.embed.hashes.tables]
+    assert sizes == [11, 13, 17, 11, 13, 17]  # function-major, n inner (the reference's order)
+    tokens, patch_lengths, doc_ids = packed_row()
+    assert torch.isfinite(model(tokens, patch_lengths, doc_ids)).all()
+    assert BLTConfig.from_dict(model.config.to_dict()).table_sizes == (11, 13, 17)
+    with pytest.raises(ValueError, match="3 sizes for 6 n-gram sizes"):
+        BLTConfig(hash_table_size=(1, 2, 3))
