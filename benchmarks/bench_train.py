@@ -14,8 +14,10 @@ What it measures, in one run on this machine:
    patching from that of the embeddings);
 4. each trained through the real shard loader for the same training-FLOP budget (so the
    same number of bytes when the FLOPs per byte match), scored on the held-out shards every
-   ``--eval-every`` BLT-equivalent steps (the curves: ``--plot PATH`` writes them as a PNG)
-   and at the end: training bytes/s, FLOPs/byte (training and inference), held-out BPB.
+   ``--eval-every`` BLT-equivalent steps on the first ``--eval-batches-curve`` held-out
+   batches (the curves: ``--plot PATH`` writes them as a PNG), and at the end on
+   ``--eval-batches`` batches: training bytes/s, FLOPs/byte (training and inference),
+   held-out BPB (the table's figure).
 
 Run (CPU; `--threads 1` on a busy machine):
 
@@ -159,7 +161,9 @@ def run_model(name, config, shards_dir, held_dir, steps, args, mean_patch, workd
 
     model, _ = load_model(workdir / name)
     final = evaluate(model, held(), "cpu", args.eval_batches)
-    curve.append({"step": steps, "train_flops": flops.training_per_byte * totals["bytes"], "heldout_bpb": final["bpb"]})
+    if eval_every:  # the curve's last point on the curve's batches (the first ones), like every other point
+        last = evaluate(model, held(), "cpu", args.eval_batches_curve)
+        curve.append({"step": steps, "train_flops": flops.training_per_byte * totals["bytes"], "heldout_bpb": last["bpb"]})
     with torch.device("meta"):
         params = count_parameters(build_model(config), embeddings=False)
     return {"model": name, "params_non_embedding": params, "steps": steps,
@@ -233,9 +237,9 @@ def main(argv=None) -> list[dict]:
               f"({rows[-1]['wall_seconds']:.0f} s)", flush=True)
         if args.json:  # partial results survive an interrupted run
             args.json.write_text(json.dumps({"rows": rows, "info": info}, indent=2, default=str))
+        if args.plot:
+            plot(rows, args.plot, info)
     print(markdown(rows, info))
-    if args.plot:
-        plot(rows, args.plot, info)
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "info": info}, indent=2, default=str))
     return rows
