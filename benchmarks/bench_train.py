@@ -6,19 +6,25 @@ What it measures, in one run on this machine:
    ``--corpus-bytes``, every ``--heldout-every``-th document held out;
 2. entropy patches from the bundled default entropy model, θ calibrated on the training
    documents for a mean patch of ``--mean-patch`` bytes (4.5 by default), written as shards;
-3. the BLT ``debug`` preset and a byte-level transformer whose training FLOPs per byte are
-   the closest to the BLT's at the measured mean patch (searched over width and depth),
-   plain and with the BLT's hash n-gram embeddings (table lookups: no FLOPs, many
-   parameters — this row separates the effect of patching from that of the embeddings);
+3. the BLT ``debug`` preset twice — its decoder reading patch(t+1) − 1 (the reference's
+   wiring, the default) and patch(t) − 1 (the first wiring here) — and a byte-level
+   transformer whose training FLOPs per byte are the closest to the BLT's at the measured
+   mean patch (searched over width and depth), plain and with the BLT's hash n-gram
+   embeddings (table lookups: no FLOPs, many parameters — this row separates the effect of
+   patching from that of the embeddings);
 4. each trained through the real shard loader for the same training-FLOP budget (so the
-   same number of bytes when the FLOPs per byte match), then scored on the held-out
-   shards: training bytes/s, FLOPs/byte (training and inference) and held-out bits per byte.
+   same number of bytes when the FLOPs per byte match), scored on the held-out shards every
+   ``--eval-every`` BLT-equivalent steps on the first ``--eval-batches-curve`` held-out
+   batches (the curves: ``--plot PATH`` writes them as a PNG), and at the end on
+   ``--eval-batches`` batches: training bytes/s, FLOPs/byte (training and inference),
+   held-out BPB (the table's figure).
 
-Run (CPU, a few minutes; `--threads 1` on a busy machine):
+Run (CPU; `--threads 1` on a busy machine):
 
     python benchmarks/bench_train.py --steps 300 --threads 2
+    python benchmarks/bench_train.py --steps 1200 --eval-every 150 --plot curves.png --json rows.json
 
-Prints a Markdown table and, with ``--json PATH``, writes the rows.
+Prints a Markdown table and, with ``--json PATH``, writes the rows and curves.
 """
 from __future__ import annotations
 
@@ -51,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-batches", type=int, default=40)
+    p.add_argument("--eval-every", type=int, default=0, help="BLT steps between held-out evaluations (0: end only)")
+    p.add_argument("--eval-batches-curve", type=int, default=10, help="held-out batches per curve point")
+    p.add_argument("--plot", type=Path, default=None, help="write the held-out BPB curves to this PNG")
+    p.add_argument("--only", default=None, help="comma-separated run indices to train, 0-3 (default: all)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--workdir", type=Path, default=None, help="keep shards and runs here (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None)
@@ -124,33 +134,63 @@ def matched_baseline(target_train_flops: float, seq_len: int) -> ByteTransformer
     return best
 
 
-def run_model(name, config, shards_dir, held_dir, steps, args, mean_patch, workdir) -> dict:
+def run_model(name, config, shards_dir, held_dir, steps, args, mean_patch, workdir, eval_every=0) -> dict:
     rt = Runtime()
     cfg = TrainConfig(steps=steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                      warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10))
+                      warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10),
+                      eval_every=eval_every, eval_batches=args.eval_batches_curve)
     loader = train_loader([str(shards_dir)], cfg.seq_len, cfg.batch_size, rt)
     totals = {"bytes": 0, "patches": 0, "seconds": 0.0}
+    flops = flops_per_byte(config, cfg.seq_len - 1, mean_patch)
+    curve = []
 
     def on_step(record):
         totals["bytes"] += record["bytes"]
         totals["patches"] += record["patches"]
         totals["seconds"] += record["seconds"]
+        if "eval" in record and record["step"] < steps:
+            curve.append({"step": record["step"], "train_flops": flops.training_per_byte * totals["bytes"],
+                          "heldout_bpb": record["eval"]["bpb"]})
 
     shutil.rmtree(workdir / name, ignore_errors=True)  # a fresh run each time
-    train(config, cfg, loader, workdir / name, rt, on_step=on_step, mean_patch=mean_patch)
+    held = lambda: eval_batches(str(held_dir), cfg.seq_len, cfg.batch_size, rt)  # noqa: E731
+    started = time.perf_counter()
+    train(config, cfg, loader, workdir / name, rt, on_step=on_step, mean_patch=mean_patch,
+          eval_data=held if eval_every else None)
     from bltdata.blt.checkpoint import load_model
 
     model, _ = load_model(workdir / name)
-    held = evaluate(model, eval_batches(str(held_dir), cfg.seq_len, cfg.batch_size, rt), "cpu", args.eval_batches)
-    flops = flops_per_byte(config, cfg.seq_len - 1, mean_patch)
+    final = evaluate(model, held(), "cpu", args.eval_batches)
+    if eval_every:  # the curve's last point on the curve's batches (the first ones), like every other point
+        last = evaluate(model, held(), "cpu", args.eval_batches_curve)
+        curve.append({"step": steps, "train_flops": flops.training_per_byte * totals["bytes"], "heldout_bpb": last["bpb"]})
     with torch.device("meta"):
         params = count_parameters(build_model(config), embeddings=False)
     return {"model": name, "params_non_embedding": params, "steps": steps,
             "train_flops_per_byte": flops.training_per_byte, "inference_flops_per_byte": flops.inference_per_byte,
             "train_bytes": totals["bytes"], "train_flops": flops.training_per_byte * totals["bytes"],
-            "bytes_per_s": totals["bytes"] / totals["seconds"],
+            "bytes_per_s": totals["bytes"] / totals["seconds"], "wall_seconds": time.perf_counter() - started,
             "patches_per_s": totals["patches"] / totals["seconds"] if config.kind == "blt" else None,
-            "heldout_bpb": held["bpb"], "heldout_bytes": held["bytes"]}
+            "heldout_bpb": final["bpb"], "heldout_bytes": final["bytes"], "curve": curve}
+
+
+def plot(rows: list[dict], path: Path, info: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.plot([p["train_flops"] for p in r["curve"]], [p["heldout_bpb"] for p in r["curve"]], marker="o",
+                markersize=3, label=r["model"])
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("held-out bits per byte")
+    ax.set_title(f"matched training FLOPs per byte; mean patch {info['mean_patch']:.2f} bytes")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def markdown(rows: list[dict], info: dict) -> str:
@@ -182,10 +222,23 @@ def main(argv=None) -> list[dict]:
     byte_steps = max(1, round(args.steps * blt_flops / byte_flops))  # same training-FLOP budget
     hashed_config = replace(byte_config, hash_table_size=blt_config.hash_table_size)  # same FLOPs: lookups only
     name = f"byte transformer d{byte_config.dim}×{byte_config.n_layers}"
-    runs = [("BLT debug", blt_config, args.steps), (name, byte_config, byte_steps),
-            (f"{name} + hash n-grams", hashed_config, byte_steps)]
-    rows = [run_model(label, config, shards_dir, held_dir, steps, args, info["mean_patch"], workdir)
-            for label, config, steps in runs]
+    byte_eval = max(1, round(args.eval_every * blt_flops / byte_flops)) if args.eval_every else 0
+    runs = [("BLT debug, decoder reads patch(t+1)-1", blt_config, args.steps, args.eval_every),
+            ("BLT debug, decoder reads patch(t)-1", replace(blt_config, decoder_source="previous_patch"),
+             args.steps, args.eval_every),
+            (name, byte_config, byte_steps, byte_eval), (f"{name} + hash n-grams", hashed_config, byte_steps, byte_eval)]
+    if args.only:
+        keep = [int(i) for i in args.only.split(",")]
+        runs = [run for i, run in enumerate(runs) if i in keep]
+    rows = []
+    for label, config, steps, every in runs:
+        rows.append(run_model(label, config, shards_dir, held_dir, steps, args, info["mean_patch"], workdir, every))
+        print(f"{label}: held-out {rows[-1]['heldout_bpb']:.4f} BPB after {steps} steps "
+              f"({rows[-1]['wall_seconds']:.0f} s)", flush=True)
+        if args.json:  # partial results survive an interrupted run
+            args.json.write_text(json.dumps({"rows": rows, "info": info}, indent=2, default=str))
+        if args.plot:
+            plot(rows, args.plot, info)
     print(markdown(rows, info))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "info": info}, indent=2, default=str))

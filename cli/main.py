@@ -55,6 +55,7 @@ def _register(module_name: str) -> None:
 
 
 # One line per command module; each module defines COMMANDS = [click commands/groups].
+_register("blt")
 _register("verify")
 _register("patch")
 _register("entropy")

@@ -10,7 +10,7 @@ import click
 
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
-PRESET_NAMES = ("debug", "blt-1b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
+PRESET_NAMES = ("debug", "blt-1b", "blt-7b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
 
 
 def _device(name: str) -> str | None:
@@ -53,7 +53,7 @@ def _library_errors():
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps between checkpoints (0: at the end only).")
 @click.option("--sharding", type=click.Choice(["auto", "ddp", "fsdp"]), default="auto", show_default=True,
-              help="Multi-process strategy under torchrun (auto: fsdp for blt-1b, else ddp).")
+              help="Multi-process strategy under torchrun (auto: fsdp for blt-1b and blt-7b, else ddp).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Loader processes per rank.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (its saved settings win).")
@@ -90,7 +90,7 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
         cfg = _train_config(blt_train.TrainConfig, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                             warmup_steps=warmup, eval_every=eval_every, eval_batches=eval_batches,
                             checkpoint_every=checkpoint_every, seed=seed,
-                            sharding=(("fsdp" if preset == "blt-1b" else "ddp") if sharding == "auto" else sharding))
+                            sharding=(("fsdp" if preset in ("blt-1b", "blt-7b") else "ddp") if sharding == "auto" else sharding))
     rt = runtime_from_env(_device(device))
     try:
         summary = manifest_summary(data)
@@ -217,8 +217,9 @@ def _auto_device() -> str:
 @click.command("generate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--prompt", default="", help="Text to continue (UTF-8).")
-@click.option("--entropy-model", default="default", show_default=True, metavar="DIR|default",
-              help="Entropy model that forms the patches (entropy patching only).")
+@click.option("--entropy-model", metavar="DIR|default",
+              help="Entropy model that forms the patches (entropy patching only) "
+                   "[default: the run's own (an imported release ships one), else the bundled model].")
 @click.option("--max-bytes", type=click.IntRange(min=0), default=200, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="0: greedy.")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample among the k most likely bytes.")
@@ -244,7 +245,7 @@ def generate(run_dir, prompt, entropy_model, max_bytes, temperature, top_k, thre
     dev = _device(device) or _auto_device()
     try:
         model, run = load_model(run_dir, dev)
-        patcher = _patcher(run, entropy_model, threshold, dev)
+        patcher = _patcher(run, entropy_model or _run_entropy_model(run_dir, run), threshold, dev)
         config = GenerationConfig(max_bytes=max_bytes, temperature=temperature, top_k=top_k, seed=seed)
     except _library_errors() as err:
         raise click.ClickException(str(err)) from None
@@ -257,6 +258,14 @@ def generate(run_dir, prompt, entropy_model, max_bytes, temperature, top_k, thre
     n = len(prompt.encode("utf-8")) + len(result.text)
     click.echo(f"[{len(result.text)} bytes generated, stop: {result.stop}, {len(result.patch_lengths)} patches "
                f"(mean {n / max(len(result.patch_lengths), 1):.2f} bytes)]", err=True)
+
+
+def _run_entropy_model(run_dir: str, run: dict) -> str:
+    """The run's own entropy model (``run.json`` "entropy_model", relative to the run), else the bundled one."""
+    from pathlib import Path
+
+    own = run.get("entropy_model")
+    return str(Path(run_dir) / own) if own else "default"
 
 
 def _patcher(run: dict, entropy_model: str, threshold, device):

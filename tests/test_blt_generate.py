@@ -32,13 +32,25 @@ def engine():
 def test_step_by_step_logits_equal_one_forward_over_the_whole_text(model):
     text = b"the patch, the byte; a model."
     patcher = make_patcher(PatcherConfig(mode="space"))
-    full_lengths = patcher(text)
-    tokens = torch.tensor([[BOS_ID, *(b + OFFSET for b in text)]])
+    full_lengths = patcher(text + b"\x00")  # + a placeholder: the last byte's next boundary is known
+    tokens = torch.tensor([[BOS_ID, *(b + OFFSET for b in text + b"\x00")]])
     full = model(tokens, torch.tensor([[1, *full_lengths]]), None)[0]
     for k in range(len(text) + 1):  # after reading k bytes: patches re-formed on the prefix
-        step = next_byte_logits(model, text[:k], patcher(text[:k]), "cpu")
+        step = next_byte_logits(model, text[:k], patcher(text[:k] + b"\x00"), "cpu")
         torch.testing.assert_close(step, full[k], atol=1e-5, rtol=1e-4)
     assert len(full_lengths) > 5
+
+
+@torch.no_grad()
+def test_the_last_byte_reads_its_own_patch_when_the_next_byte_opens_one(model):
+    """Without the placeholder, a prompt ending at a patch end would read the previous patch."""
+    text = b"the patch "
+    patcher = make_patcher(PatcherConfig(mode="space"))
+    tokens = torch.tensor([[BOS_ID, *(b + OFFSET for b in text)]])
+    own = next_byte_logits(model, text, patcher(text + b"\x00"), "cpu")
+    assumed_continuing = model(tokens, torch.tensor([[1, *patcher(text)]]), None)[0, -1]
+    assert len(patcher(text + b"\x00")) == len(patcher(text)) + 1  # the next byte opens a patch
+    assert (own - assumed_continuing).abs().max() > 1e-3
 
 
 @torch.no_grad()

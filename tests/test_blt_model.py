@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from bltdata.blt import attention, masks
-from bltdata.blt.config import BLTConfig, ByteTransformerConfig, blt_1b, debug, preset
+from dataclasses import replace
+
+from bltdata.blt.config import LEGACY_BLT_FIELDS, BLTConfig, ByteTransformerConfig, blt_1b, debug, preset
 from bltdata.blt.flops import block_flops, flops_per_byte, mean_keys
 from bltdata.blt.hash_embeddings import HASH_PRIMES, reference_hash_id, rolling_hash_ids
 from bltdata.blt.loss import split_batch, trim_last_patch
@@ -31,6 +33,10 @@ def packed_row():
 
 
 @pytest.mark.parametrize("model_fn", [small_blt, lambda: small_blt(patch_pooling="mean", cross_attn_k=1),
+                                      lambda: small_blt(decoder_source="previous_patch", pool_projection="always"),
+                                      lambda: small_blt(cross_attn_window_encoder=2, cross_attn_window_decoder=3,
+                                                        cross_attn_double_residual=True, global_norm=False,
+                                                        decoder_start=False),
                                       lambda: ByteTransformer(ByteTransformerConfig(dim=32, n_layers=2, n_heads=2,
                                                                                      hash_table_size=97)).eval()])
 @torch.no_grad()
@@ -93,6 +99,61 @@ def test_decoder_reads_the_previous_patch_of_its_own_document():
     # no byte reads a patch that ends after it
     ends = torch.cat([torch.zeros(1, 1, dtype=torch.int64), lengths.cumsum(1)], 1)  # end of state s-1 at ends[s]
     assert all(int(ends[0, s]) <= t for t, s in enumerate(sources[0].tolist()) if s > 0)
+
+
+def test_decoder_next_byte_rule_reads_the_patch_the_next_byte_implies():
+    # doc 0: BOS | a b c | d e ; doc 1: BOS | f g   (positions 0..8)
+    lengths = torch.tensor([[1, 3, 2, 1, 2]])
+    doc_ids = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 1, 1]])
+    patch_ids = masks.patch_ids_from_lengths(lengths, 9)
+    patch_docs = masks.patch_documents(lengths, doc_ids)
+    sources = masks.decoder_next_byte_sources(patch_ids, patch_docs, doc_ids)
+    # byte t reads patch(t+1) - 1 (index = patch + 1): BOS reads itself, c (patch-final) reads its own
+    # patch 1, e (end of doc 0) its own patch 2, the last byte g continues its patch (reads patch 3)
+    assert sources.tolist() == [[1, 1, 1, 2, 2, 3, 4, 4, 4]]
+    old = masks.decoder_source_patches(patch_ids, patch_docs, doc_ids)
+    # the old rule differs exactly at the patch-final bytes (not at the row's last byte)
+    assert (sources != old)[0].nonzero().flatten().tolist() == [0, 3, 5, 6]
+    # a row that starts inside a document: bytes before its first patch end have no source (start state)
+    mid = masks.decoder_next_byte_sources(*(lambda l, d: (masks.patch_ids_from_lengths(l, 4),
+                                                          masks.patch_documents(l, d), d))(
+        torch.tensor([[3, 1]]), torch.zeros(1, 4, dtype=torch.int64)))
+    assert mid.tolist() == [[0, 0, 1, 1]]
+    # windows of 1 are the one-patch masks
+    dense = masks.decoder_window_mask(sources, patch_docs, doc_ids, 1, 2)
+    assert torch.equal(dense, masks.decoder_cross_mask(sources, 5, 2))
+    enc = masks.encoder_window_mask(patch_ids, lengths, patch_docs, doc_ids, 1, 2)
+    assert torch.equal(enc, masks.encoder_cross_mask(patch_ids, lengths, 2) | (lengths == 0).repeat_interleave(2, 1)[:, None, :, None])
+    wide = masks.decoder_window_mask(sources, patch_docs, doc_ids, 2, 1)[0, 0].int()
+    assert wide[5].tolist() == [0, 0, 1, 1, 0, 0] and wide[6].tolist() == [0, 0, 0, 0, 1, 0]  # never across documents
+
+
+def test_saved_configs_without_the_new_fields_keep_their_old_wiring():
+    torch.manual_seed(0)
+    new = BLTConfig(**SMALL)
+    saved = {k: v for k, v in new.to_dict().items() if k not in LEGACY_BLT_FIELDS}
+    old = BLTConfig.from_dict(saved)
+    assert (old.decoder_source, old.pool_projection) == ("previous_patch", "always")
+    assert BLTConfig.from_dict(new.to_dict()) == new and new.decoder_source == "next_byte"
+    old_model = BLT(old)  # an old checkpoint (pooling projection present, start state) loads strictly
+    assert "pooling.to_global.weight" in old_model.state_dict() and "decoder.start" in old_model.state_dict()
+    tokens, patch_lengths, doc_ids = packed_row()
+    BLT(old).load_state_dict(old_model.state_dict())
+    rewired = BLT(replace(old, decoder_source="next_byte"))
+    rewired.load_state_dict(old_model.state_dict())
+    with torch.no_grad():
+        assert (old_model(tokens, patch_lengths, doc_ids) - rewired(tokens, patch_lengths, doc_ids)).abs().max() > 1e-4
+
+
+def test_reference_presets_match_the_release_shapes():
+    one, seven = preset("blt-1b"), preset("blt-7b")
+    with torch.device("meta"):
+        model = BLT(one)
+    assert model.encoder.layers[0].ffn.w_down.in_features == 2816
+    assert model.global_stack.layers[0].ffn.w_down.in_features == 5632
+    assert model.pooling.to_global is None and isinstance(model.global_norm, torch.nn.Identity)
+    assert model.decoder.start is None and one.rope_theta == 500000.0 and one.table_sizes == (500002,) * 6
+    assert seven.has_pool_projection and seven.dim_global == 4096
 
 
 def test_global_mask_is_causal_within_documents():
@@ -190,7 +251,7 @@ def test_trim_last_patch_and_split_batch():
 
 
 def test_configs_validate_and_round_trip():
-    for name in ("debug", "blt-1b", "byte-debug"):
+    for name in ("debug", "blt-1b", "blt-7b", "byte-debug"):
         config = preset(name)
         assert type(config).from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="dim_local must be divisible by n_heads_local"):
@@ -230,3 +291,14 @@ def test_blt_flops_fall_with_longer_patches():
     assert long.inference_per_byte < short.inference_per_byte
     assert long.training_per_byte == 3 * long.inference_per_byte
     assert set(long.components) == {"encoder", "pooling", "global", "decoder", "output"}
+
+
+def test_per_n_hash_table_sizes_and_several_functions():
+    model = small_blt(hash_ngram_sizes=(3, 4, 5), hash_table_size=(11, 13, 17), hash_functions=2)
+    sizes = [t.num_embeddings for t in model.embed.hashes.tables]
+    assert sizes == [11, 13, 17, 11, 13, 17]  # function-major, n inner (the reference's order)
+    tokens, patch_lengths, doc_ids = packed_row()
+    assert torch.isfinite(model(tokens, patch_lengths, doc_ids)).all()
+    assert BLTConfig.from_dict(model.config.to_dict()).table_sizes == (11, 13, 17)
+    with pytest.raises(ValueError, match="3 sizes for 6 n-gram sizes"):
+        BLTConfig(hash_table_size=(1, 2, 3))

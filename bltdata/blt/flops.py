@@ -54,14 +54,16 @@ def blt_flops(config: BLTConfig, seq_len: int, mean_patch: float) -> FlopsReport
     byte_keys = mean_keys(seq_len, c.local_window)
     patch_keys = mean_keys(max(1, round(seq_len / mean_patch)), None)
     per_patch = 1.0 / mean_patch
+    hidden_local, hidden_global = swiglu_hidden(dl, c.ffn_multiple_of), swiglu_hidden(dg, c.ffn_multiple_of)
     parts = {
-        "encoder": c.n_layers_encoder * block_flops(dl, byte_keys),
+        "encoder": c.n_layers_encoder * block_flops(dl, byte_keys, hidden_local),
         "pooling": per_patch * 2 * dl * k * dl  # query init
-        + cross_attention_flops(dl, k * per_patch, 1.0, mean_patch)
-        + per_patch * 2 * k * dl * dg,  # to the global width
-        "global": per_patch * c.n_layers_global * block_flops(dg, patch_keys),
+        + cross_attention_flops(dl, k * per_patch, 1.0, mean_patch * c.cross_attn_window_encoder)
+        + (per_patch * 2 * k * dl * dg if c.has_pool_projection else 0.0),  # to the global width
+        "global": per_patch * c.n_layers_global * block_flops(dg, patch_keys, hidden_global),
         "decoder": per_patch * 2 * dg * k * dl  # global states to k tokens
-        + c.n_layers_decoder * (cross_attention_flops(dl, 1.0, k * per_patch, k) + block_flops(dl, byte_keys)),
+        + c.n_layers_decoder * (cross_attention_flops(dl, 1.0, k * per_patch, k * c.cross_attn_window_decoder)
+                                + block_flops(dl, byte_keys, hidden_local)),
         "output": 2 * dl * c.vocab_size,
     }
     forward = sum(parts.values())
@@ -70,7 +72,8 @@ def blt_flops(config: BLTConfig, seq_len: int, mean_patch: float) -> FlopsReport
 
 def byte_transformer_flops(config: ByteTransformerConfig, seq_len: int) -> FlopsReport:
     keys = mean_keys(seq_len, config.window)
-    parts = {"layers": config.n_layers * block_flops(config.dim, keys), "output": 2 * config.dim * config.vocab_size}
+    hidden = swiglu_hidden(config.dim, config.ffn_multiple_of)
+    parts = {"layers": config.n_layers * block_flops(config.dim, keys, hidden), "output": 2 * config.dim * config.vocab_size}
     forward = sum(parts.values())
     return FlopsReport(forward, 3 * forward, parts)
 

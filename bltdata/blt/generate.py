@@ -5,8 +5,11 @@ data was: the entropy model scores the bytes and the run's patcher (entropy thre
 monotonic, space, ...) cuts them. All supported patching rules are causal — whether byte k
 starts a patch depends only on bytes < k — so re-patching the growing text never moves an
 earlier boundary, and the patches seen here are exactly those the training data would have
-for the same text. The BLT then reads ``[BOS] + bytes`` with BOS as its own patch and the
-last position's logits give the next byte (greedy at temperature 0, else sampled, with an
+for the same text. The BLT's last byte reads the global state chosen by whether the *next*
+byte opens a patch (the reference's decoder wiring), and that, too, is a causal function of
+the text so far: we patch the text plus one placeholder byte (its own value is never read),
+run ``[BOS] + bytes + placeholder`` with BOS as its own patch, and the logits at the last
+real byte give the next byte (greedy at temperature 0, else sampled, with an
 optional top-k). Generation stops at EOS or after ``max_bytes`` bytes.
 
 Each step recomputes the whole prefix (no key/value cache): simple and exact, fine for the
@@ -63,12 +66,17 @@ def whole_text_patch(data: bytes) -> np.ndarray:
     return np.array([len(data)] if data else [], dtype=np.int64)
 
 
-def next_byte_logits(model: torch.nn.Module, data: bytes, lengths: np.ndarray, device) -> torch.Tensor:
-    """Logits (260,) after reading ``[BOS] + data`` cut into ``[1] + lengths`` patches."""
-    tokens = np.concatenate([[BOS_ID], np.frombuffer(data, dtype=np.uint8).astype(np.int64) + OFFSET])
-    patches = np.concatenate([[1], lengths]).astype(np.int64)
+PLACEHOLDER = b"\x00"  # stands for the unknown next byte: only its patch boundary is used
+
+
+def next_byte_logits(model: torch.nn.Module, data: bytes, lengths_with_next: np.ndarray, device) -> torch.Tensor:
+    """Logits (260,) after reading ``[BOS] + data``; ``lengths_with_next``: the patches of
+    ``data + PLACEHOLDER`` (so the boundary before the next byte is known)."""
+    ids = np.frombuffer(data + PLACEHOLDER, dtype=np.uint8).astype(np.int64) + OFFSET
+    tokens = np.concatenate([[BOS_ID], ids])
+    patches = np.concatenate([[1], lengths_with_next]).astype(np.int64)
     logits = model(torch.from_numpy(tokens)[None].to(device), torch.from_numpy(patches)[None].to(device), None)
-    return logits[0, -1].float()
+    return logits[0, -2].float()
 
 
 def pick(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator) -> int:
@@ -93,7 +101,8 @@ def generate(model: torch.nn.Module, prompt: bytes, patcher: Patcher, config: Ge
     generator = torch.Generator().manual_seed(config.seed)
     data, stop = bytearray(prompt), "max_bytes"
     for _ in range(config.max_bytes):
-        token = pick(next_byte_logits(model, bytes(data), patcher(bytes(data)), device), config, generator)
+        lengths = patcher(bytes(data) + PLACEHOLDER)
+        token = pick(next_byte_logits(model, bytes(data), lengths, device), config, generator)
         if token == EOS_ID:
             stop = "eos"
             break

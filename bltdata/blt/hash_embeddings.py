@@ -60,23 +60,26 @@ def reference_hash_id(window: list[int], table_size: int, function: int = 0) -> 
 
 
 class HashNgramEmbedding(nn.Module):
-    """Sum of hash n-gram embeddings over n in ``ngram_sizes`` and ``functions`` hash functions."""
+    """Sum of hash n-gram embeddings over n in ``ngram_sizes`` and ``functions`` hash functions.
 
-    def __init__(self, dim: int, ngram_sizes: tuple[int, ...], table_size: int, functions: int = 1):
+    ``table_size``: one size for every n, or one per n (in ``ngram_sizes`` order). Tables are
+    ordered function-major (f0: n=3..8, f1: n=3..8, ...), the reference's order.
+    """
+
+    def __init__(self, dim: int, ngram_sizes: tuple[int, ...], table_size: int | tuple[int, ...], functions: int = 1):
         super().__init__()
         if functions > len(HASH_PRIMES):
             raise ValueError(f"at most {len(HASH_PRIMES)} hash functions, got {functions}")
         self.ngram_sizes = tuple(ngram_sizes)
-        self.table_size = table_size
+        sizes = tuple(table_size) if isinstance(table_size, (tuple, list)) else (table_size,) * len(self.ngram_sizes)
+        self.table_sizes = dict(zip(self.ngram_sizes, sizes))
         self.functions = functions
-        self.tables = nn.ModuleList(
-            nn.Embedding(table_size, dim) for _ in range(functions * len(self.ngram_sizes))
-        )
+        self.tables = nn.ModuleList(nn.Embedding(self.table_sizes[n], dim) for _, n in self._pairs())
 
     def forward(self, ids: torch.Tensor, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         out = None
         for i, (function, n) in enumerate(self._pairs()):
-            hashed = rolling_hash_ids(ids, n, self.table_size, function, doc_ids)
+            hashed = rolling_hash_ids(ids, n, self.table_sizes[n], function, doc_ids)
             emb = self.tables[i](hashed)
             out = emb if out is None else out + emb
         return out  # (B, T, dim)

@@ -76,14 +76,14 @@ class SwiGLU(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm self-attention + SwiGLU block."""
+    """Pre-norm self-attention + SwiGLU block (SwiGLU width rounded up to ``ffn_multiple_of``)."""
 
-    def __init__(self, dim: int, n_heads: int, norm_eps: float):
+    def __init__(self, dim: int, n_heads: int, norm_eps: float, ffn_multiple_of: int = 64):
         super().__init__()
         self.attn_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.attn = SelfAttention(dim, n_heads)
         self.ffn_norm = nn.RMSNorm(dim, eps=norm_eps)
-        self.ffn = SwiGLU(dim, swiglu_hidden(dim))
+        self.ffn = SwiGLU(dim, swiglu_hidden(dim, ffn_multiple_of))
 
     def forward(self, x: torch.Tensor, attend: Attend, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), attend, rope)
@@ -91,26 +91,33 @@ class TransformerBlock(nn.Module):
 
 
 class CrossAttentionBlock(nn.Module):
-    """Pre-norm cross-attention with a residual on the queries."""
+    """Pre-norm cross-attention with a residual on the queries.
 
-    def __init__(self, dim: int, n_heads: int, norm_eps: float):
+    ``double_residual``: 2·queries + out, as the reference BLT computes it (its attention
+    returns queries + out and its caller adds the queries again).
+    """
+
+    def __init__(self, dim: int, n_heads: int, norm_eps: float, double_residual: bool = False):
         super().__init__()
+        self.double_residual = double_residual
         self.query_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.context_norm = nn.RMSNorm(dim, eps=norm_eps)
         self.attn = CrossAttention(dim, n_heads)
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor, attend: Attend) -> torch.Tensor:
-        return queries + self.attn(self.query_norm(queries), self.context_norm(context), attend)
+        out = self.attn(self.query_norm(queries), self.context_norm(context), attend)
+        return (queries + out) + queries if self.double_residual else queries + out
 
 
 class Stack(nn.Module):
     """``n_layers`` transformer blocks sharing one attention pattern and one RoPE table."""
 
-    def __init__(self, dim: int, n_layers: int, n_heads: int, norm_eps: float, rope_theta: float):
+    def __init__(self, dim: int, n_layers: int, n_heads: int, norm_eps: float, rope_theta: float,
+                 ffn_multiple_of: int = 64):
         super().__init__()
         self.head_dim = dim // n_heads
         self.rope_theta = rope_theta
-        self.layers = nn.ModuleList(TransformerBlock(dim, n_heads, norm_eps) for _ in range(n_layers))
+        self.layers = nn.ModuleList(TransformerBlock(dim, n_heads, norm_eps, ffn_multiple_of) for _ in range(n_layers))
 
     def rope(self, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return rope_tables(torch.arange(length, device=device), self.head_dim, self.rope_theta)

@@ -77,6 +77,49 @@ def decoder_source_patches(patch_ids: torch.Tensor, patch_docs: torch.Tensor, do
     return torch.where(has_previous, patch_ids, torch.zeros_like(patch_ids))
 
 
+def decoder_next_byte_sources(patch_ids: torch.Tensor, patch_docs: torch.Tensor, doc_ids: torch.Tensor) -> torch.Tensor:
+    """The reference's choice, as an index into ``[start] + global_states``, (B, T).
+
+    Byte t (predicting byte t+1) reads patch(t+1) − 1: at a patch-final byte its own patch
+    (causal, because byte t+1 opens a new patch), elsewhere the previous one. The row's last
+    byte has no next byte in the row and reads as if its patch went on (patch(t) − 1), as
+    transformers' BltModel does. A source outside the byte's document, or before the row's
+    first patch, gives the start state (index 0).
+    """
+    following = torch.cat([patch_ids[:, 1:], patch_ids[:, -1:]], dim=1)
+    source = following - 1
+    source_doc = patch_docs.gather(1, source.clamp(min=0))
+    valid = (source >= 0) & (source_doc == doc_ids)
+    return torch.where(valid, source + 1, torch.zeros_like(source))
+
+
+def decoder_window_mask(sources: torch.Tensor, patch_docs: torch.Tensor, doc_ids: torch.Tensor,
+                        window: int, k: int) -> torch.Tensor:
+    """Bytes attend to the states of the last ``window`` patches up to their source, same document.
+
+    ``sources`` index ``[start] + global_states``; a byte with source 0 sees the start state
+    only. Shape (B, 1, T, (P+1)*k); window 1 equals :func:`decoder_cross_mask`.
+    """
+    n_states = patch_docs.shape[1] + 1
+    state = torch.arange(n_states, device=sources.device)
+    state_docs = torch.cat([torch.full_like(patch_docs[:, :1], -2), patch_docs], dim=1)  # (B, P+1)
+    in_window = (state > sources[..., None] - window) & (state <= sources[..., None]) & (state >= 1)
+    allowed = in_window & (state_docs[:, None, :] == doc_ids[..., None])
+    allowed = allowed | ((sources == 0)[..., None] & (state == 0))
+    return allowed.repeat_interleave(k, dim=-1).unsqueeze(1)
+
+
+def encoder_window_mask(patch_ids: torch.Tensor, patch_lengths: torch.Tensor, patch_docs: torch.Tensor,
+                        doc_ids: torch.Tensor, window: int, k: int) -> torch.Tensor:
+    """Patch queries attend to the bytes of the last ``window`` patches (their own included) of
+    their document, (B, 1, P*k, T); window 1 equals :func:`encoder_cross_mask`."""
+    idx = torch.arange(patch_lengths.shape[1], device=patch_ids.device)[None, :, None]  # (1, P, 1)
+    byte_patch = patch_ids[:, None, :]  # (B, 1, T)
+    allowed = (byte_patch <= idx) & (byte_patch > idx - window) & (doc_ids[:, None, :] == patch_docs[:, :, None])
+    allowed = allowed | (patch_lengths == 0)[:, :, None]
+    return allowed.repeat_interleave(k, dim=1).unsqueeze(1)
+
+
 def decoder_cross_mask(sources: torch.Tensor, n_patches: int, k: int) -> torch.Tensor:
     """Bytes attend to the k key/value tokens of their source state, (B, 1, T, (P+1)*k)."""
     idx = torch.arange(n_patches + 1, device=sources.device).repeat_interleave(k)
