@@ -22,6 +22,8 @@ from bltdata import fs
 from bltdata.blt import interop
 from bltdata.blt.config import REFERENCE_WIRING, BLTConfig, swiglu_hidden
 from bltdata.blt.model import BLT
+from bltdata.entropy.hf import from_hf_patcher, prefix_patcher_state, split_patcher_state, to_hf_patcher
+from bltdata.entropy.model import EntropyModel
 
 log = logging.getLogger(__name__)
 
@@ -154,59 +156,17 @@ def config_from_reference(params: dict, source: str = "params.json") -> BLTConfi
 
 # --- the entropy model (patcher) inside an HF checkpoint ------------------------------------
 
-def _entropy_hf_module():
-    """``bltdata.entropy.hf`` if it provides the patcher mapping, else None (local fallback)."""
-    try:
-        from bltdata.entropy import hf
-    except ImportError:
-        return None
-    return hf if hasattr(hf, "from_hf_patcher") and hasattr(hf, "to_hf_patcher") else None
-
-
 def patcher_from_hf(patcher_config: dict, state: dict, source: str):
     """An ``EntropyModel`` from the ``patcher_config`` and the ``model.patcher.*`` tensors (prefix removed)."""
-    module = _entropy_hf_module()
-    if module is not None:
-        return module.from_hf_patcher(patcher_config, state)
-    from bltdata.entropy.checkpoint import convert_reference_state
-    from bltdata.entropy.model import EntropyModel, EntropyModelConfig
-
-    kv = patcher_config.get("num_key_value_heads") or patcher_config["num_attention_heads"]
-    if kv != patcher_config["num_attention_heads"]:
-        raise ValueError(f"{source}: patcher_config.num_key_value_heads {kv} != num_attention_heads")
-    config = EntropyModelConfig(
-        dim=patcher_config["hidden_size"], n_layers=patcher_config["num_hidden_layers"],
-        n_heads=patcher_config["num_attention_heads"], ffn_hidden=patcher_config["intermediate_size"],
-        window=patcher_config.get("sliding_window") or 8192, rope_theta=_theta({**patcher_config, "rope_theta": 10000.0}),
-        norm_eps=patcher_config.get("rms_norm_eps", 1e-5), vocab_size=patcher_config.get("vocab_size", 260),
-        max_seqlen=patcher_config.get("max_position_embeddings", 8192))
-    reference_state = {("output.weight" if k == "lm_head.weight" else interop.rename_hf_to_reference(k)): v
-                       for k, v in state.items()}
+    config, converted = from_hf_patcher(patcher_config, state, source=source + " (patcher)")
     model = EntropyModel(config)
-    model.load_state_dict(convert_reference_state(reference_state, config, source + " (patcher)"))
+    model.load_state_dict(converted)
     return model.eval()
 
 
 def patcher_to_hf(model) -> tuple[dict, dict]:
     """(``patcher_config``, ``model.patcher.*`` tensors without the prefix) of an ``EntropyModel``."""
-    module = _entropy_hf_module()
-    if module is not None:
-        return module.to_hf_patcher(model)
-    from bltdata.entropy.checkpoint import reference_key_map
-
-    c = model.config
-    config = {"hidden_size": c.dim, "num_hidden_layers": c.n_layers, "num_attention_heads": c.n_heads,
-              "num_key_value_heads": c.n_heads, "intermediate_size": c.ffn_hidden, "sliding_window": c.window,
-              "rms_norm_eps": c.norm_eps, "vocab_size": c.vocab_size, "max_position_embeddings": c.max_seqlen,
-              "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta}}
-    ours = model.state_dict()
-    state = {}
-    for key, refs in reference_key_map(c).items():
-        sizes = [ours[key].shape[0] // len(refs)] * len(refs)
-        for ref, part in zip(refs, ours[key].split(sizes, dim=0)):
-            state["lm_head.weight" if ref == "output.weight" else interop.rename_reference_to_hf(ref)] = part.clone()
-    return config, state
-
+    return to_hf_patcher(model.config, model.state_dict())
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -261,8 +221,7 @@ def import_hf(src_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     weights = _need(src / "model.safetensors", "a transformers BLT has config.json + model.safetensors")
     tensors = load_file(str(weights))
     config = config_from_hf(hf_config, str(src / "config.json"))
-    patcher_state = {k[len(interop.HF_PATCHER_PREFIX):]: tensors.pop(k) for k in list(tensors)
-                     if k.startswith(interop.HF_PATCHER_PREFIX)}
+    patcher_state, tensors = split_patcher_state(tensors)
     state = interop.convert(tensors, interop.hf_key_groups(config), interop.our_shapes(config),
                             to_ours=True, source=str(weights))
     entropy_model = None
@@ -319,7 +278,7 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpoint
         from bltdata.entropy.checkpoint import load_checkpoint
 
         patcher, patcher_state = patcher_to_hf(load_checkpoint(Path(run_dir) / entropy_dir))
-        tensors.update({interop.HF_PATCHER_PREFIX + k: v for k, v in patcher_state.items()})
+        tensors.update(prefix_patcher_state(patcher_state))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -20,8 +20,7 @@ every group's keys present, and every shape must match, or the conversion fails 
 key. RoPE: both use interleaved pairs, as we do, so no permutation.
 
 The entropy model inside an HF checkpoint (``model.patcher.*``) is a separate group: it is
-converted by ``bltdata.entropy.hf.from_hf_patcher`` / ``to_hf_patcher`` when that module
-exists, else by the local fallback here (through the entropy model's reference key map).
+converted by ``bltdata.entropy.hf.from_hf_patcher`` / ``to_hf_patcher``.
 """
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ from bltdata.blt.config import BLTConfig, swiglu_hidden
 
 log = logging.getLogger(__name__)
 
-HF_PATCHER_PREFIX = "model.patcher."
 # transformers' names → the reference's (the rename the transformers converter applies, inverted)
 HF_TO_REFERENCE = (
     (".self_attn.", ".attention."), (".mlp.", ".feed_forward."), (".input_layernorm.", ".attention_norm."),
