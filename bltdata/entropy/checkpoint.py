@@ -141,19 +141,34 @@ def reference_config(params: dict) -> EntropyModelConfig:
         vocab_size=int(section["vocab_size"]), max_seqlen=int(section["max_seqlen"]))
 
 
+def layout_key_map(config: EntropyModelConfig, top: dict[str, list[str]], per_layer: dict[str, list[str]],
+                   layer_prefix: str = "layers.") -> dict[str, list[str]]:
+    """Our state-dict key → another layout's keys concatenated (along dim 0) to form it.
+
+    ``top`` maps our non-layer keys, ``per_layer`` our block keys (without ``blocks.{i}.``) to
+    that layout's names (without ``{layer_prefix}{i}.``)."""
+    mapping = dict(top)
+    for i in range(config.n_layers):
+        for ours, theirs in per_layer.items():
+            mapping[f"blocks.{i}.{ours}"] = [f"{layer_prefix}{i}.{name}" for name in theirs]
+    return mapping
+
+
+REFERENCE_TOP = {"embed.weight": ["tok_embeddings.weight"], "final_norm.weight": ["norm.weight"],
+                 "output.weight": ["output.weight"]}
+REFERENCE_LAYER = {
+    "attn_norm.weight": ["attention_norm.weight"],
+    "attn.qkv.weight": [f"attention.{w}.weight" for w in ("wq", "wk", "wv")],
+    "attn.proj.weight": ["attention.wo.weight"],
+    "mlp_norm.weight": ["ffn_norm.weight"],
+    "mlp.gate_up.weight": [f"feed_forward.{w}.weight" for w in ("w1", "w3")],
+    "mlp.down.weight": ["feed_forward.w2.weight"],
+}
+
+
 def reference_key_map(config: EntropyModelConfig) -> dict[str, list[str]]:
     """Our state-dict key → the reference keys concatenated (along dim 0) to form it."""
-    mapping = {"embed.weight": ["tok_embeddings.weight"], "final_norm.weight": ["norm.weight"],
-               "output.weight": ["output.weight"]}
-    for i in range(config.n_layers):
-        ours, ref = f"blocks.{i}.", f"layers.{i}."
-        mapping[ours + "attn_norm.weight"] = [ref + "attention_norm.weight"]
-        mapping[ours + "attn.qkv.weight"] = [ref + f"attention.{w}.weight" for w in ("wq", "wk", "wv")]
-        mapping[ours + "attn.proj.weight"] = [ref + "attention.wo.weight"]
-        mapping[ours + "mlp_norm.weight"] = [ref + "ffn_norm.weight"]
-        mapping[ours + "mlp.gate_up.weight"] = [ref + f"feed_forward.{w}.weight" for w in ("w1", "w3")]
-        mapping[ours + "mlp.down.weight"] = [ref + "feed_forward.w2.weight"]
-    return mapping
+    return layout_key_map(config, REFERENCE_TOP, REFERENCE_LAYER)
 
 
 def convert_reference_state(state: dict, config: EntropyModelConfig, source: str = "state dict") -> dict:

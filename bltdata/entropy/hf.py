@@ -43,6 +43,7 @@ from pathlib import Path
 
 import torch
 
+from bltdata.entropy.checkpoint import layout_key_map
 from bltdata.entropy.model import EntropyModel, EntropyModelConfig
 
 logger = logging.getLogger(__name__)
@@ -132,19 +133,21 @@ def config_to_hf(config: EntropyModelConfig) -> dict:
 
 # --- state dicts ----------------------------------------------------------------------------
 
+HF_TOP = {"embed.weight": ["embed_tokens.weight"], "final_norm.weight": ["norm.weight"],
+          "output.weight": ["lm_head.weight"]}
+HF_LAYER = {
+    "attn_norm.weight": ["input_layernorm.weight"],
+    "attn.qkv.weight": [f"self_attn.{w}_proj.weight" for w in ("q", "k", "v")],
+    "attn.proj.weight": ["self_attn.o_proj.weight"],
+    "mlp_norm.weight": ["post_attention_layernorm.weight"],
+    "mlp.gate_up.weight": [f"mlp.{w}_proj.weight" for w in ("gate", "up")],
+    "mlp.down.weight": ["mlp.down_proj.weight"],
+}
+
+
 def hf_key_map(config: EntropyModelConfig) -> dict[str, list[str]]:
     """Our state-dict key → the (un-prefixed) ``BltPatcher`` keys concatenated along dim 0 to form it."""
-    mapping = {"embed.weight": ["embed_tokens.weight"], "final_norm.weight": ["norm.weight"],
-               "output.weight": ["lm_head.weight"]}
-    for i in range(config.n_layers):
-        ours, hf = f"blocks.{i}.", f"layers.{i}."
-        mapping[ours + "attn_norm.weight"] = [hf + "input_layernorm.weight"]
-        mapping[ours + "attn.qkv.weight"] = [hf + f"self_attn.{w}_proj.weight" for w in ("q", "k", "v")]
-        mapping[ours + "attn.proj.weight"] = [hf + "self_attn.o_proj.weight"]
-        mapping[ours + "mlp_norm.weight"] = [hf + "post_attention_layernorm.weight"]
-        mapping[ours + "mlp.gate_up.weight"] = [hf + f"mlp.{w}_proj.weight" for w in ("gate", "up")]
-        mapping[ours + "mlp.down.weight"] = [hf + "mlp.down_proj.weight"]
-    return mapping
+    return layout_key_map(config, HF_TOP, HF_LAYER)
 
 
 def _our_shapes(config: EntropyModelConfig) -> dict[str, tuple]:
