@@ -4,6 +4,7 @@ Thin commands over `bltdata.blt`: they read the distributed environment once (to
 build the loaders, draw the progress bar and turn library errors into click errors.
 """
 import json
+import os
 import sys
 
 import click
@@ -50,8 +51,10 @@ def _library_errors():
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps between held-out evaluations (0: at the end only).")
 @click.option("--eval-batches", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Steps between checkpoints (0: at the end only).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Steps between checkpoints (0: none by steps). The last step, Ctrl-C and SIGTERM always save.")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Also checkpoint after this many minutes of wall time since the last one (0: off).")
 @click.option("--sharding", type=click.Choice(["auto", "ddp", "fsdp"]), default="auto", show_default=True,
               help="Multi-process strategy under torchrun (auto: fsdp for blt-1b and blt-7b, else ddp).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Loader processes per rank.")
@@ -60,13 +63,16 @@ def _library_errors():
 @device_option
 @threads_option
 def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_data, eval_every, eval_batches,
-          checkpoint_every, sharding, workers, seed, resume, device, threads):
+          checkpoint_every, checkpoint_minutes, sharding, workers, seed, resume, device, threads):
     """Train a BLT (or the byte-level baseline) on patched shards.
 
     Prints the model's size and FLOPs per byte, then a progress bar with loss, bits per
     byte, bytes/s and patches/s. Checkpoints (model, optimizer, schedule, RNG, loader
-    position) go to RUN_DIR/checkpoints; `--resume` continues exactly where the last one
-    stopped. Multi-GPU / multi-node: launch the same command with `torchrun`.
+    position) go to RUN_DIR/checkpoints every --checkpoint-every steps or --checkpoint-minutes,
+    at the end, and on Ctrl-C / SIGTERM (then the command exits with 130 / 143 and prints
+    how to resume); the newest two are kept. `--resume` continues exactly where the last
+    one stopped, with the run's saved settings; it fails when the run has no checkpoint or
+    is already finished. Multi-GPU / multi-node: launch the same command with `torchrun`.
 
     \b
     Example:
@@ -83,13 +89,14 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
     set_threads(threads)
     if resume:
         data, preset_config, cfg = _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train)
+        _check_resume(run_dir, cfg, steps)
     else:
         if not data:
             raise click.UsageError("--data is required (a shard directory, repeatable)")
         preset_config = make_preset(preset)
         cfg = _train_config(blt_train.TrainConfig, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                             warmup_steps=warmup, eval_every=eval_every, eval_batches=eval_batches,
-                            checkpoint_every=checkpoint_every, seed=seed,
+                            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, seed=seed,
                             sharding=(("fsdp" if preset in ("blt-1b", "blt-7b") else "ddp") if sharding == "auto" else sharding))
     rt = runtime_from_env(_device(device))
     try:
@@ -125,6 +132,24 @@ def _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train):
     return saved_data, config_from_dict(run["model"]), blt_train.TrainConfig(**run["train"])
 
 
+def _check_resume(run_dir, cfg, steps) -> None:
+    """Say where --resume starts, or fail: no checkpoint, a finished run, or a --steps that differs."""
+    from bltdata.blt.checkpoint import resume_point
+
+    if click.get_current_context().get_parameter_source("steps").name != "DEFAULT" and steps != cfg.steps:
+        raise click.UsageError(f"--resume: the run's schedule is {cfg.steps} steps; --steps {steps} cannot change it "
+                               f"(train longer in a new run directory)")
+    try:
+        path, done = resume_point(run_dir)
+    except FileNotFoundError as err:
+        raise click.ClickException(f"--resume: {err}") from None
+    if done >= cfg.steps:
+        raise click.ClickException(f"--resume: {run_dir} is already finished (step {done} of {cfg.steps}); "
+                                   f"nothing to do")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: once, not per rank
+        click.echo(f"resuming {run_dir} from step {done} of {cfg.steps} ({path})", err=True)
+
+
 def _eval_fn(eval_data, cfg, rt):
     if not eval_data:
         return None
@@ -152,11 +177,19 @@ def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, res
             bar.write(f"step {record['step']}: held-out {record['eval']['bpb']:.4f} bits/byte "
                       f"({record['eval']['bytes']:,} bytes)")
 
+    from bltdata.interrupt import StopRequest, TrainingInterrupted
+
     try:
-        return train_fn(model_config, cfg, loader, run_dir, rt, eval_data=eval_fn, resume=resume,
-                        on_step=on_step, data_info=data_info, mean_patch=mean_patch)
+        with StopRequest() as stop:
+            return train_fn(model_config, cfg, loader, run_dir, rt, eval_data=eval_fn, resume=resume,
+                            on_step=on_step, data_info=data_info, mean_patch=mean_patch, should_stop=stop)
     except _library_errors() as err:
         raise click.ClickException(str(err)) from None
+    except TrainingInterrupted as stopped:
+        bar.close()
+        if rt.rank == 0:
+            click.echo(f"{stopped}\nresume with: bltdata train -o {run_dir} --resume", err=True)
+        sys.exit(stopped.exit_code)
     finally:
         bar.close()
 

@@ -90,3 +90,59 @@ def test_every_command_has_an_example_and_presets_match():
 
     assert tuple(PRESETS) == PRESET_NAMES
     assert len(COMMANDS) == 3 and all("Example:" in c.help for c in COMMANDS)
+
+
+def _interrupt_when_logged(args, log_file, min_lines, timeout=120):
+    """Run `bltdata ARGS` in a subprocess; SIGINT it once ``log_file`` has ``min_lines`` lines (it has started)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from bltdata.cli.main import main; main()", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log_file.is_file() and len(log_file.read_text().splitlines()) >= min_lines:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"finished before it could be interrupted: {proc.communicate()}"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def test_sigint_saves_a_checkpoint_and_resume_continues_the_same_curve(corpus, tmp_path):
+    steps = 60
+    full = tmp_path / "full"
+    assert invoke(*train_args(corpus, full, steps, "--checkpoint-every", 0)).exit_code == 0
+    run = tmp_path / "interrupted"
+    rc, _, err = _interrupt_when_logged(train_args(corpus, run, steps, "--checkpoint-every", 0),
+                                        run / "metrics.jsonl", 2)
+    assert rc == 130 and "interrupted by SIGINT" in err and f"bltdata train -o {run} --resume" in err
+    from bltdata.blt.checkpoint import resume_point
+
+    _, stopped = resume_point(run)
+    assert 2 <= stopped < steps  # saved where it stopped, not only at the (never reached) end
+    resumed = invoke("train", "-o", run, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming {run} from step {stopped} of {steps}" in resumed.stderr
+    losses = [r["loss"] for r in metrics(run)]
+    assert len(losses) == steps and losses == [r["loss"] for r in metrics(full)]  # bit for bit on CPU
+
+    finished = invoke("train", "-o", run, "--resume")
+    assert finished.exit_code == 1 and "already finished (step 60 of 60)" in finished.output
+    other_steps = invoke("train", "-o", run, "--resume", "--steps", 30)
+    assert other_steps.exit_code == 2 and "cannot change it" in other_steps.output
+
+
+def test_resume_without_a_checkpoint_fails_clearly(corpus, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("train", "-o", empty, "--resume")
+    assert result.exit_code == 1 and "not a training run directory" in result.output
+    started = tmp_path / "started"  # run.json written, killed before its first checkpoint
+    started.mkdir()
+    (started / "run.json").write_text(json.dumps({"model": {}, "train": {}, "data": {"sources": []}}))
+    result = invoke("train", "-o", started, "--resume")
+    assert result.exit_code == 1 and "nothing to resume from" in result.output

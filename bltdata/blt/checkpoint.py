@@ -5,7 +5,7 @@ A run directory holds::
     run.json                      model config, training config, data paths
     metrics.jsonl                 one JSON object per logged step / evaluation (rank 0)
     checkpoints/latest            name of the newest complete checkpoint
-    checkpoints/step_00000200/
+    checkpoints/step_00000200/    (only the newest KEEP_CHECKPOINTS are kept)
         model.pt                  full (unsharded) model state dict
         optimizer.pt              full optimizer state dict (FQN keyed)
         trainer.json              step, schedule position, world size
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
+KEEP_CHECKPOINTS = 2  # periodic checkpoints are on by default: do not fill the disk with them
 
 
 def step_name(step: int) -> str:
@@ -64,6 +65,17 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return path
 
 
+def resume_point(run_dir: str | os.PathLike) -> tuple[Path, int]:
+    """(newest checkpoint, its step) of a run; FileNotFoundError saying why when there is none."""
+    read_run(run_dir)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: nothing to resume from: the run has no checkpoint yet "
+                                f"({CHECKPOINTS}/latest is missing; it stopped before its first one). "
+                                f"Start it again in a new (or emptied) directory")
+    return path, int(json.loads((path / "trainer.json").read_text())["step"])
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -87,8 +99,11 @@ def full_states(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tup
 
 
 def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer: dict, rank_state: dict,
-                    rank: int, world_size: int) -> Path:
-    """Write checkpoint ``step`` (every rank calls this; rank 0 writes the shared files)."""
+                    rank: int, world_size: int, keep: int = KEEP_CHECKPOINTS) -> Path:
+    """Write checkpoint ``step`` (every rank calls this; rank 0 writes the shared files).
+
+    Only the newest ``keep`` checkpoints are kept (older step directories are removed).
+    """
     model_state, optim_state = full_states(model, optimizer)
     final = Path(run_dir) / CHECKPOINTS / step_name(step)
     staging = final.with_name(f".{final.name}.tmp")
@@ -107,9 +122,17 @@ def save_checkpoint(run_dir: Path, step: int, model, optimizer, trainer: dict, r
         os.replace(staging, final)
         (final.parent / "latest.tmp").write_text(final.name + "\n")
         os.replace(final.parent / "latest.tmp", final.parent / "latest")
+        _prune(final.parent, keep)
         log.info("saved checkpoint %s", final)
     _barrier(world_size)
     return final
+
+
+def _prune(checkpoints: Path, keep: int) -> None:
+    """Remove all but the newest ``keep`` step directories (after ``latest`` names the newest)."""
+    steps = sorted(p for p in checkpoints.glob("step_*") if p.is_dir())
+    for old in steps[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_training_state(path: Path, model, optimizer) -> tuple[dict, list[dict]]:

@@ -10,6 +10,9 @@ The loss of a step is the mean cross-entropy over all counted targets of the *gl
 batch (`loss.py`): each rank scales its sum by world_size / global count, so that the
 gradient average DDP/FSDP take equals the single-process gradient of the same rows.
 
+Checkpoints are written every ``checkpoint_every`` steps, every ``checkpoint_minutes`` of
+wall time, at the last step, and when ``should_stop()`` turns true (the CLI sets it on
+SIGINT/SIGTERM): then the loop saves and raises :class:`bltdata.interrupt.TrainingInterrupted`.
 Exact resume: a checkpoint holds model, optimizer, step (the schedule is a function of
 it), every rank's RNG states and every rank's loader state; on CPU a resumed run
 reproduces the uninterrupted loss curve bit for bit. Progress goes to ``on_step``
@@ -35,6 +38,7 @@ from bltdata.blt.flops import flops_per_byte
 from bltdata.blt.layers import TransformerBlock
 from bltdata.blt.loss import forward_sums, split_batch, target_mask
 from bltdata.blt.model import build_model, count_parameters
+from bltdata.interrupt import CheckpointClock, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 SHARDINGS = ("ddp", "fsdp")
@@ -62,7 +66,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 0  # 0: evaluate only at the end (when eval data is given)
     eval_batches: int = 8
-    checkpoint_every: int = 0  # 0: only at the end
+    checkpoint_every: int = 100  # steps between checkpoints (0: none by steps); the last step always saves
+    checkpoint_minutes: float = 10.0  # wall minutes between checkpoints (0: none by time)
     log_every: int = 1
     seed: int = 0
     sharding: str = "ddp"
@@ -73,7 +78,8 @@ class TrainConfig:
             "seq_len >= 2": self.seq_len >= 2, "lr > 0": self.lr > 0,
             "0 <= min_lr_ratio <= 1": 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0": self.warmup_steps >= 0,
             "grad_clip >= 0": self.grad_clip >= 0, "eval_every >= 0": self.eval_every >= 0,
-            "checkpoint_every >= 0": self.checkpoint_every >= 0, "log_every >= 1": self.log_every >= 1,
+            "checkpoint_every >= 0": self.checkpoint_every >= 0,
+            "checkpoint_minutes >= 0": self.checkpoint_minutes >= 0, "log_every >= 1": self.log_every >= 1,
             f"sharding in {SHARDINGS}": self.sharding in SHARDINGS,
         }
         failed = [name for name, ok in checks.items() if not ok]
@@ -172,16 +178,13 @@ def write_run_file(run_dir: Path, model_config, cfg: TrainConfig, data: dict, rt
 
 
 def _resume(run_dir: Path, model, optimizer, train_data: BatchSource, rt: Runtime) -> int:
-    """Restore the newest checkpoint; returns the number of steps already done (0 if none).
+    """Restore the newest checkpoint; returns the number of steps already done.
 
     Same world size: each rank takes back its own loader and RNG state. Another world size:
     every rank gets the list of all saved loader states (the shard loader merges them so no
-    token is lost or repeated) and a fresh RNG stream.
+    token is lost or repeated) and a fresh RNG stream. No checkpoint: FileNotFoundError.
     """
-    path = ckpt.latest_checkpoint(run_dir)
-    if path is None:
-        log.warning("%s: nothing to resume from, starting at step 0", run_dir)
-        return 0
+    path, _ = ckpt.resume_point(run_dir)
     trainer, rank_states = ckpt.load_training_state(path, model, optimizer)
     if len(rank_states) == rt.world_size:
         train_data.load_state_dict(rank_states[rt.rank]["loader"])
@@ -194,19 +197,21 @@ def _resume(run_dir: Path, model, optimizer, train_data: BatchSource, rt: Runtim
     return int(trainer["step"])
 
 
-def _save(run_dir: Path, step: int, model, optimizer, train_data: BatchSource, rt: Runtime) -> None:
+def _save(run_dir: Path, step: int, model, optimizer, train_data: BatchSource, rt: Runtime) -> Path:
     rank_state = {"loader": train_data.state_dict(), "rng": ckpt.rng_state()}
-    ckpt.save_checkpoint(run_dir, step, model, optimizer, {"step": step}, rank_state, rt.rank, rt.world_size)
+    return ckpt.save_checkpoint(run_dir, step, model, optimizer, {"step": step}, rank_state, rt.rank, rt.world_size)
 
 
 def train(model_config, cfg: TrainConfig, train_data: BatchSource, run_dir: str | Path, rt: Runtime = Runtime(),
           *, eval_data: Callable[[], Iterable[dict]] | None = None, resume: bool = False,
           on_step: Callable[[dict], None] | None = None, data_info: dict | None = None,
-          mean_patch: float = 4.5) -> list[dict]:
+          mean_patch: float = 4.5, should_stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train for ``cfg.steps`` steps (continuing a saved run with ``resume``); returns the logged records.
 
     ``eval_data`` makes a fresh iterable of this rank's held-out batches each time it is
-    called; ``on_step`` receives every step's metrics (on every rank).
+    called; ``on_step`` receives every step's metrics (on every rank). When ``should_stop()``
+    is true on any rank after a step, every rank saves a checkpoint and raises
+    ``TrainingInterrupted``. Resuming a finished run raises ValueError.
     """
     run_dir = Path(run_dir)
     if not resume:
@@ -217,9 +222,12 @@ def train(model_config, cfg: TrainConfig, train_data: BatchSource, run_dir: str 
     log.info("%s", describe_model(model_config, cfg.seq_len, mean_patch))
     torch.manual_seed(cfg.seed + 1 + rt.rank)  # per-rank stream (replaced by the saved one on resume)
     start = _resume(run_dir, model, optimizer, train_data, rt) if resume else 0
+    if start >= cfg.steps:
+        raise ValueError(f"{run_dir}: the run is already finished (step {start} of {cfg.steps}); nothing to resume "
+                         f"(--resume keeps the run's settings, --steps included: train longer in a new run)")
     metrics, records = MetricsLog(run_dir, rt.rank == 0), []
     metrics.truncate(start)
-    batches = iter(train_data)
+    clock, batches = CheckpointClock(cfg.checkpoint_every, cfg.checkpoint_minutes), iter(train_data)
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         model.train()
@@ -231,8 +239,13 @@ def train(model_config, cfg: TrainConfig, train_data: BatchSource, run_dir: str 
             records.append(record)
         if on_step:
             on_step(record)
-        if _due(step + 1, cfg.checkpoint_every, cfg.steps):
-            _save(run_dir, step + 1, model, optimizer, train_data, rt)
+        save, stop = (flag > 0 for flag in all_reduce_sum(  # every rank takes the same decision
+            [float(clock.due(step + 1)), float(bool(should_stop and should_stop()))], rt))
+        if save or stop or step + 1 == cfg.steps:
+            path = _save(run_dir, step + 1, model, optimizer, train_data, rt)
+            clock.saved()
+        if stop and step + 1 < cfg.steps:
+            raise TrainingInterrupted(step + 1, path, getattr(should_stop, "signum", None) or 2)
     return records
 
 
