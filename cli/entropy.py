@@ -1,5 +1,6 @@
 """`bltdata entropy ...`: train, inspect, calibrate and import entropy models."""
 import shlex
+import sys
 
 import click
 
@@ -63,21 +64,32 @@ def entropy():
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
 @click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps [default: min(200, steps/10)].")
 @click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Steps between held-out evaluations (and checkpoints).")
+              help="Steps between held-out evaluations (and resumable checkpoints).")
 @click.option("--eval-bytes", type=click.IntRange(min=1), default=131072, show_default=True,
               help="Held-out bytes scored per evaluation.")
+@click.option("--heldout-percent", type=click.FloatRange(min=0, max=100, min_open=True, max_open=True), default=2.0,
+              show_default=True, help="Share of the corpus bytes held out (at least 16 documents).")
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Also write a resumable checkpoint after this many wall minutes since the last one (0: off).")
+@click.option("--target-patch-size", type=click.FloatRange(min=1.0), default=4.5, show_default=True,
+              help="Mean patch length (bytes) θ is calibrated for at the end, on held-out documents.")
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this many corpus bytes.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the checkpoint in OUTPUT.")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT (a larger --steps trains longer).")
 @device_option
 @threads_option
-def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes, max_bytes,
-          seed, resume, device, threads):
+def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes, heldout_percent,
+          checkpoint_minutes, target_patch_size, max_bytes, seed, resume, device, threads):
     """Train an entropy model on INPUT... (files, directories, globs, or `default`).
 
     `default` is the embedded corpus (this Python's standard library sources and docs).
-    A deterministic share of documents (by content hash) is held out; held-out bits per
-    byte are measured every --eval-every steps, when a resumable checkpoint is written.
+    --heldout-percent of the corpus bytes (at least 16 documents, chosen by content hash)
+    is held out; held-out bits per byte are measured every --eval-every steps. OUTPUT's
+    config.json + model.safetensors are the BEST model by held-out BPB; the last one, for
+    --resume, is in OUTPUT/checkpoints (written every --eval-every steps, every
+    --checkpoint-minutes, and on Ctrl-C / SIGTERM, which then exit with 130 / 143). At the
+    end θ is calibrated on held-out documents for --target-patch-size and recorded in
+    config.json, where `patch`, `entropy score` and `generate` find it.
 
     \b
     Example:
@@ -90,13 +102,18 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
 
     set_threads(threads)
     command = _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every,
-                             eval_bytes, max_bytes, seed, threads)
+                             eval_bytes, max_bytes, seed, threads, heldout_percent=heldout_percent,
+                             checkpoint_minutes=checkpoint_minutes, target_patch_size=target_patch_size)
     try:
         config = TrainConfig(inputs=list(inputs), out_dir=output, preset=preset, steps=steps, seq_len=seq_len,
                              batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
-                             eval_bytes=eval_bytes, max_bytes=max_bytes, seed=seed)
+                             eval_bytes=eval_bytes, heldout_percent=heldout_percent,
+                             checkpoint_minutes=checkpoint_minutes, target_patch_size=target_patch_size,
+                             max_bytes=max_bytes, seed=seed)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
+    if resume:
+        _say_resume_point(output)
     bar = tqdm(total=steps, desc=f"train {preset}", unit="step", dynamic_ncols=True)
     postfix = {}
 
@@ -107,21 +124,55 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
             postfix["bpb"] = f"{metrics['bpb']:.3f}"
         bar.set_postfix(postfix, refresh=True)
 
+    from bltdata.interrupt import StopRequest, TrainingInterrupted
+
     try:
-        result = train_entropy_model(config, device=_device(device), resume=resume, on_step=on_step, command=command)
+        with StopRequest() as stop:
+            result = train_entropy_model(config, device=_device(device), resume=resume, on_step=on_step,
+                                         command=command, should_stop=stop)
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+    except TrainingInterrupted as stopped:
+        bar.close()
+        click.echo(f"{stopped}\nresume with: {command} --resume", err=True)
+        sys.exit(stopped.exit_code)
     finally:
         bar.close()
-    click.echo(f"{output}: step {result['step']}, held-out {result['heldout_bpb']:.4f} bits/byte")
+    _print_trained(output, result)
+
+
+def _say_resume_point(output) -> None:
+    import torch
+
+    from bltdata.entropy.train import TRAIN_STATE_FILE, resume_point
+
+    try:
+        path = resume_point(output)
+    except FileNotFoundError as err:
+        raise click.ClickException(f"--resume: {err}") from None
+    step = int(torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)["step"])
+    click.echo(f"resuming {output} from step {step} ({path})", err=True)
+
+
+def _print_trained(output, result) -> None:
+    click.echo(f"{output}: step {result['step']}, held-out {result['heldout_bpb']:.4f} bits/byte (last); "
+               f"best {result['best_heldout_bpb']:.4f} at step {result['best_step']}, saved as the model")
+    calibrated = result.get("threshold")
+    if calibrated:
+        click.echo(f"θ = {calibrated['threshold']:.6g}: mean patch {calibrated['mean_patch']:.3f} bytes on "
+                   f"{calibrated['bytes']:,} held-out bytes (recorded in {output}/config.json)")
+    else:
+        click.echo("θ not calibrated (see the warning above): patch will use the reference θ 1.3354")
 
 
 def _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes,
-                   max_bytes, seed, threads) -> str:
+                   max_bytes, seed, threads, **more) -> str:
     """The command line that reproduces this run (every option spelled out)."""
     parts = ["bltdata", "entropy", "train", *inputs, "-o", output, "--preset", preset, "--steps", str(steps),
              "--batch-size", str(batch_size), "--lr", str(lr), "--eval-every", str(eval_every),
              "--eval-bytes", str(eval_bytes), "--seed", str(seed)]
+    for name, value in more.items():
+        parts += [f"--{name.replace('_', '-')}", str(value)]
     for flag, value in (("--seq-len", seq_len), ("--warmup", warmup), ("--max-bytes", max_bytes),
                         ("--threads", threads)):
         if value is not None:

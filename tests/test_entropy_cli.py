@@ -86,10 +86,43 @@ def test_train_command_writes_a_resumable_model(tmp_path, corpus):
     assert "held-out" in result.output
     log = json.loads((out / "training.json").read_text())
     assert log["command"].startswith("bltdata entropy train ") and "--steps 4" in log["command"]
-    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "train_state.pt", "training.json"}
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "checkpoints", "training.json"}
+    assert (out / "checkpoints" / "step_00000004" / "train_state.pt").is_file()
     result = invoke(*[a if a != "4" else "6" for a in args], "--resume")
     assert result.exit_code == 0, result.output
+    assert "resuming" in result.stderr and "from step 4" in result.stderr
     assert json.loads((out / "training.json").read_text())["step"] == 6
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000006"]
+    finished = invoke(*[a if a != "4" else "6" for a in args], "--resume")
+    assert finished.exit_code == 1 and "already trained 6 steps" in finished.output
+
+
+def test_train_resume_on_an_empty_directory_fails_clearly(tmp_path, corpus):
+    (tmp_path / "empty").mkdir()
+    result = invoke("entropy", "train", corpus, "-o", str(tmp_path / "empty"), "--preset", "tiny", "--resume")
+    assert result.exit_code == 1 and "nothing to resume from" in result.output
+
+
+def test_sigint_during_train_then_resume_equals_an_uninterrupted_run(tmp_path, corpus):
+    from test_blt_cli import _interrupt_when_logged
+
+    def args(out):
+        return ["entropy", "train", corpus, "-o", str(out), "--preset", "tiny", "--steps", "300", "--seq-len", "64",
+                "--batch-size", "4", "--eval-every", "5", "--eval-bytes", "1024", "--threads", "1"]
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert invoke(*args(straight)).exit_code == 0
+    rc, _, err = _interrupt_when_logged(args(stopped), stopped / "checkpoints" / "latest", 1)
+    assert rc == 130 and "interrupted by SIGINT" in err and "--resume" in err.splitlines()[-1]
+    step = json.loads((stopped / "training.json").read_text())["step"]
+    assert 5 <= step < 300
+    resumed = invoke(*args(stopped), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"from step {step} " in resumed.stderr
+    for name in ("model.safetensors", "checkpoints/step_00000300/model.safetensors"):
+        assert (straight / name).read_bytes() == (stopped / name).read_bytes(), name
+    logs = [json.loads((d / "training.json").read_text()) for d in (straight, stopped)]
+    assert len(logs[0]["history"]) == 60 and logs[0]["history"] == logs[1]["history"]
 
 
 def test_import_reference_command(tmp_path):

@@ -74,6 +74,18 @@ def read_config(directory: str | os.PathLike) -> dict:
     return meta
 
 
+def record_threshold(directory: str | os.PathLike, threshold: float, target_patch_size: float | None,
+                     note: str) -> None:
+    """Store the recommended entropy-mode θ (and the mean patch it was calibrated for) in config.json."""
+    directory = resolve_model_dir(directory)
+    if directory.resolve() == DEFAULT_MODEL_DIR.resolve():
+        raise ValueError(f"{directory}: the bundled model is part of the package; copy it to write a θ")
+    meta = read_config(directory)
+    meta.update(recommended_threshold=float(threshold), recommended_target_patch_size=target_patch_size,
+                recommended_threshold_note=note)
+    fs.write_json_atomic(str(directory / CONFIG_FILE), meta)
+
+
 def load_checkpoint(directory: str | os.PathLike = "default", device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> EntropyModel:
     """The model of a checkpoint directory (or ``"default"``), in eval mode, weights cast to ``dtype``."""

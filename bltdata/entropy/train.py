@@ -1,9 +1,10 @@
 """Training an entropy model on a byte corpus.
 
 Documents come from the corpus readers (any input :func:`bltdata.readers.list_inputs`
-accepts, or the word ``default`` for the embedded corpus). A deterministic held-out split
-is made by document content hash (the same documents are held out whatever the input
-order). Training documents are laid end to end as ``[BOS] + bytes + [EOS]`` in one token
+accepts, or the word ``default`` for the embedded corpus). The held-out split is
+``heldout_percent`` of the corpus *bytes* and at least ``heldout_min_docs`` documents, taken
+in the order of the documents' content hashes (SHA-256), so the same documents are held out
+whatever the input order (identical documents always land on the same side). Training documents are laid end to end as ``[BOS] + bytes + [EOS]`` in one token
 stream; each step samples ``batch_size`` windows of ``seq_len + 1`` tokens from it (a seeded
 generator, so runs are reproducible and resumable) and trains with attention masked to
 each document (positions restart at every document), matching how documents are scored.
@@ -11,9 +12,19 @@ each document (positions restart at every document), matching how documents are 
 AdamW (no decay on norms and embeddings), linear warmup then cosine decay to
 ``min_lr_ratio · lr``, gradient clipping, bf16 autocast on CUDA. Every ``eval_every``
 steps the held-out bits per byte are measured exactly as the engine scores documents
-(Σ NLL over bytes and EOS / ln 2 / positions) and a checkpoint is written: the model
-(``config.json`` + ``model.safetensors``), ``train_state.pt`` (optimizer, step, RNG;
-loaded back with ``weights_only=True``) and ``training.json`` (settings and history).
+(Σ NLL over bytes and EOS / ln 2 / positions). The output directory holds::
+
+    config.json + model.safetensors   the BEST model so far by held-out BPB (what users load)
+    training.json                     settings, history, best step, θ calibration
+    checkpoints/latest                name of the newest resumable checkpoint
+    checkpoints/step_00000200/        the LAST model + train_state.pt (optimizer, step, RNG;
+                                      loaded back with ``weights_only=True``)
+
+The resumable checkpoint is written every ``eval_every`` steps, every
+``checkpoint_minutes`` of wall time, at the end, and when ``should_stop()`` turns true
+(the CLI sets it on SIGINT/SIGTERM; the loop then raises ``TrainingInterrupted``). At the
+end θ is calibrated on held-out documents with the best model so that the mean patch is
+``target_patch_size`` bytes, and stored in its ``config.json`` (``recommended_threshold``).
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bltdata.entropy.checkpoint import save_checkpoint
+from bltdata.entropy.checkpoint import record_threshold, save_checkpoint
+from bltdata.interrupt import CheckpointClock, TrainingInterrupted
 from bltdata.fs import write_json_atomic
 from bltdata.entropy.engine import EntropyEngine
 from bltdata.entropy.model import EntropyModel, preset as preset_config
@@ -42,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 TRAIN_STATE_FILE = "train_state.pt"
 TRAINING_LOG_FILE = "training.json"
+CHECKPOINTS = "checkpoints"
+CALIBRATION_BYTES = 1 << 20  # held-out bytes θ is calibrated on at the end
 
 
 @dataclass
@@ -61,7 +76,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     eval_every: int = 200
     eval_bytes: int = 131072         # held-out bytes scored per evaluation
-    heldout_percent: float = 2.0     # share of documents held out (by content hash)
+    heldout_percent: float = 2.0     # share of corpus bytes held out (documents by content hash)
+    heldout_min_docs: int = 16       # ... and at least this many documents (fewer only in tiny corpora)
+    checkpoint_minutes: float = 10.0  # wall minutes between resumable checkpoints (0: only at evaluations)
+    target_patch_size: float = 4.5   # mean patch θ is calibrated for at the end (on held-out documents)
     max_bytes: int | None = None     # cap on the corpus read
     seed: int = 0
 
@@ -70,6 +88,8 @@ class TrainConfig:
             raise ValueError("steps, batch_size and eval_every must be >= 1")
         if not 0 < self.heldout_percent < 100:
             raise ValueError(f"heldout_percent must be in (0, 100), got {self.heldout_percent}")
+        if self.heldout_min_docs < 1 or self.checkpoint_minutes < 0 or self.target_patch_size < 1:
+            raise ValueError("heldout_min_docs must be >= 1, checkpoint_minutes >= 0, target_patch_size >= 1")
         if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
             raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
         preset_config(self.preset)  # fails early on an unknown preset
@@ -109,23 +129,31 @@ def load_documents(inputs: Sequence[str], *, max_bytes: int | None = None) -> li
     return docs
 
 
-def is_heldout(data: bytes, percent: float) -> bool:
-    """Whether a document belongs to the held-out split (by its content's SHA-256)."""
-    bucket = int.from_bytes(hashlib.sha256(data).digest()[:8], "big") % 1_000_000
-    return bucket < percent * 10_000
+def _content_hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
-def split_heldout(docs: Sequence[bytes], percent: float) -> tuple[list[bytes], list[bytes]]:
-    """(train, held-out) documents; at least one of each when there are two or more."""
-    train, heldout = [], []
-    for data in docs:
-        (heldout if is_heldout(data, percent) else train).append(data)
-    if not heldout and len(train) > 1:
-        heldout.append(train.pop())
-    if not train and len(heldout) > 1:
-        train.append(heldout.pop())
-    if not train or not heldout:
+def split_heldout(docs: Sequence[bytes], percent: float, min_docs: int = 16) -> tuple[list[bytes], list[bytes]]:
+    """(train, held-out): ``percent`` % of the bytes and >= ``min_docs`` documents held out.
+
+    Documents are taken in content-hash order (independent of the input order); identical
+    documents stay together. At least one document is left on each side.
+    """
+    if len(docs) < 2:
         raise ValueError(f"need at least 2 non-empty documents to split train/held-out, got {len(docs)}")
+    hashes = [_content_hash(d) for d in docs]
+    order = sorted(range(len(docs)), key=lambda i: hashes[i])
+    want_bytes, want_docs = percent / 100 * sum(len(d) for d in docs), min(min_docs, len(docs) - 1)
+    taken, held_bytes = 0, 0
+    while taken < len(docs) - 1 and (held_bytes < want_bytes or taken < want_docs
+                                     or (taken > 0 and hashes[order[taken]] == hashes[order[taken - 1]])):
+        held_bytes += len(docs[order[taken]])
+        taken += 1
+    held = set(order[:taken])
+    heldout = [docs[i] for i in order[:taken]]
+    train = [d for i, d in enumerate(docs) if i not in held]
+    if not train or not heldout:
+        raise ValueError(f"cannot split {len(docs)} documents into train and held-out (all identical?)")
     return train, heldout
 
 
@@ -216,22 +244,28 @@ class TrainRun:
 
 
 def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: bool = False,
-                        on_step: Callable[[int, dict], None] | None = None, command: str | None = None) -> dict:
+                        on_step: Callable[[int, dict], None] | None = None, command: str | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> dict:
     """Train (or resume) and checkpoint into ``config.out_dir``; returns the final metrics.
 
     ``on_step(step, metrics)`` is called after every step (metrics: loss, lr, bytes_per_s,
-    and bpb after an evaluation) — the CLI draws its progress bar from it.
+    and bpb after an evaluation) — the CLI draws its progress bar from it. Returns step,
+    the last and the best held-out BPB (best_step) and the calibrated θ (``threshold``).
     """
     docs = load_documents(config.inputs, max_bytes=config.max_bytes)
-    train_docs, heldout = split_heldout(docs, config.heldout_percent)
+    train_docs, heldout = split_heldout(docs, config.heldout_percent, config.heldout_min_docs)
     stream = PackedStream(train_docs)
     run = _resume_run(config, device) if resume else _new_run(config, device)
-    model_config = run.model.config
-    seq_len = config.seq_len or model_config.max_seqlen
-    logger.info("training %s (%d parameters) on %d documents (%d tokens), %d held out",
-                config.preset, run.model.num_params(), len(train_docs), len(stream), len(heldout))
+    seq_len = config.seq_len or run.model.config.max_seqlen
+    corpus = {"documents": len(docs), "train_tokens": len(stream), "heldout_documents": len(heldout),
+              "heldout_bytes": sum(len(d) for d in heldout)}
+    logger.info("training %s (%d parameters) on %d documents (%d tokens), %d held out (%d bytes)", config.preset,
+                run.model.num_params(), len(train_docs), len(stream), len(heldout), corpus["heldout_bytes"])
     metrics: dict = {}
     tokens_seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
+    clock = CheckpointClock(config.eval_every, config.checkpoint_minutes)
+    timing = lambda: {"wall_seconds": run.seconds + time.perf_counter() - started,  # noqa: E731
+                      "cpu_seconds": run.cpu_seconds + time.process_time() - cpu_started}
     while run.step < config.steps:
         loss = _train_step(run, stream, seq_len, device)
         run.step += 1
@@ -240,14 +274,54 @@ def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: boo
                    "bytes_per_s": tokens_seen / (time.perf_counter() - started)}
         if run.step % config.eval_every == 0 or run.step == config.steps:
             metrics["bpb"] = evaluate_bpb(run.model, heldout, device=device, max_bytes=config.eval_bytes)
-            run.history.append({"step": run.step, "loss": loss, "heldout_bpb": metrics["bpb"]})
-            timing = {"wall_seconds": run.seconds + time.perf_counter() - started,
-                      "cpu_seconds": run.cpu_seconds + time.process_time() - cpu_started}
-            _save_run(run, command, corpus={"documents": len(docs), "train_tokens": len(stream),
-                                            "heldout_documents": len(heldout)}, timing=timing)
+            _keep_if_best(run, loss, metrics["bpb"])
+        stop = bool(should_stop and should_stop())
+        if clock.due(run.step) or stop or run.step == config.steps:
+            path = _save_run(run, command, corpus, timing())
+            clock.saved()
         if on_step:
             on_step(run.step, metrics)
-    return {"step": run.step, "heldout_bpb": run.history[-1]["heldout_bpb"] if run.history else None, **metrics}
+        if stop and run.step < config.steps:
+            raise TrainingInterrupted(run.step, path, getattr(should_stop, "signum", None) or 2)
+    threshold = _calibrate_best(config, heldout, device)
+    _write_log(run, command, corpus, timing(), threshold)
+    best = _best(run.history)
+    return {"step": run.step, "heldout_bpb": run.history[-1]["heldout_bpb"] if run.history else None,
+            "best_step": best["step"], "best_heldout_bpb": best["heldout_bpb"], "threshold": threshold, **metrics}
+
+
+def _best(history: list) -> dict:
+    """The evaluation with the lowest held-out BPB (the earliest of equals)."""
+    return min(history, key=lambda h: h["heldout_bpb"]) if history else {"step": None, "heldout_bpb": None}
+
+
+def _keep_if_best(run: TrainRun, loss: float, bpb: float) -> None:
+    """Record the evaluation; the model becomes OUT/config.json + model.safetensors if it is the best."""
+    improved = not run.history or bpb < _best(run.history)["heldout_bpb"]
+    run.history.append({"step": run.step, "loss": loss, "heldout_bpb": bpb})
+    if improved:
+        save_checkpoint(run.model, run.config.out_dir, preset=run.config.preset,
+                        name=Path(run.config.out_dir).resolve().name)
+        logger.info("step %d: best held-out %.4f bits/byte so far, saved to %s", run.step, bpb, run.config.out_dir)
+
+
+def _calibrate_best(config: TrainConfig, heldout: Sequence[bytes], device: str) -> dict | None:
+    """θ of the best model for ``target_patch_size`` on held-out documents, recorded in its config.json."""
+    from bltdata.entropy.calibrate import calibrate_from_documents
+    from bltdata.entropy.checkpoint import load_checkpoint
+
+    engine = EntropyEngine(load_checkpoint(config.out_dir, device=device), device=device)
+    try:
+        theta, summary = calibrate_from_documents(engine, heldout, config.target_patch_size,
+                                                  max_bytes=CALIBRATION_BYTES)
+    except ValueError as err:
+        logger.warning("%s: θ not calibrated (%s); patch will use the reference θ", config.out_dir, err)
+        return None
+    note = (f"entropy-mode θ giving a mean patch of {summary['mean_patch']:.3f} bytes (target "
+            f"{config.target_patch_size}) on {summary['bytes']} held-out bytes of {summary['documents']} documents, "
+            f"calibrated by `bltdata entropy train`")
+    record_threshold(config.out_dir, theta, config.target_patch_size, note)
+    return summary
 
 
 def _train_step(run: TrainRun, stream: PackedStream, seq_len: int, device: str) -> float:
@@ -273,38 +347,73 @@ def _new_run(config: TrainConfig, device: str) -> TrainRun:
     return TrainRun(config, model, make_optimizer(model, config), generator)
 
 
+def resume_point(out_dir: str | os.PathLike) -> Path:
+    """The newest resumable checkpoint of ``out_dir`` (or ``out_dir`` itself, the layout before
+    ``checkpoints/``); FileNotFoundError saying why when there is none."""
+    out = Path(out_dir)
+    pointer = out / CHECKPOINTS / "latest"
+    if pointer.is_file():
+        path = pointer.parent / pointer.read_text().strip()
+        if not (path / TRAIN_STATE_FILE).is_file():
+            raise FileNotFoundError(f"{pointer}: names {path.name}, which is missing or incomplete")
+        return path
+    if (out / TRAIN_STATE_FILE).is_file():
+        return out
+    raise FileNotFoundError(f"{out}: nothing to resume from (no {CHECKPOINTS}/latest: no training run has "
+                            f"checkpointed here yet)")
+
+
 def _resume_run(config: TrainConfig, device: str) -> TrainRun:
     from bltdata.entropy.checkpoint import load_checkpoint, read_config
 
-    path = Path(config.out_dir) / TRAIN_STATE_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: nothing to resume from")
-    saved_preset = read_config(config.out_dir).get("preset")
+    path = resume_point(config.out_dir)
+    saved_preset = read_config(path).get("preset")
     if saved_preset != config.preset:
-        raise ValueError(f"{config.out_dir}: checkpoint is preset {saved_preset!r}, asked to train {config.preset!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = load_checkpoint(config.out_dir, device=device).train()
+        raise ValueError(f"{path}: checkpoint is preset {saved_preset!r}, asked to train {config.preset!r}")
+    state = torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    if int(state["step"]) >= config.steps:
+        raise ValueError(f"{config.out_dir}: already trained {int(state['step'])} steps (--steps {config.steps}); "
+                         f"nothing to do: pass a larger --steps to train longer")
+    model = load_checkpoint(path, device=device).train()
     optimizer = make_optimizer(model, config)
     optimizer.load_state_dict(state["optimizer"])
     generator = torch.Generator()
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     history = json.loads(state["history"])
-    logger.info("resuming %s at step %d", config.out_dir, int(state["step"]))
+    logger.info("resuming %s at step %d", path, int(state["step"]))
     return TrainRun(config, model, optimizer, generator, int(state["step"]), history,
                     float(state.get("seconds", 0.0)), float(state.get("cpu_seconds", 0.0)))
 
 
-def _save_run(run: TrainRun, command: str | None, corpus: dict, timing: dict) -> None:
+def _save_run(run: TrainRun, command: str | None, corpus: dict, timing: dict) -> Path:
+    """The resumable checkpoint (last model + train state) under checkpoints/, then ``latest``, then the log."""
     out = Path(run.config.out_dir)
-    save_checkpoint(run.model, out, preset=run.config.preset)
+    final = out / CHECKPOINTS / f"step_{run.step:08d}"
+    staging = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_checkpoint(run.model, staging, preset=run.config.preset, name=out.resolve().name)
     state = {"optimizer": run.optimizer.state_dict(), "step": run.step, "generator": run.generator.get_state(),
              "torch_rng": torch.get_rng_state(), "history": json.dumps(run.history),
              "seconds": timing["wall_seconds"], "cpu_seconds": timing["cpu_seconds"]}
-    tmp = out / (TRAIN_STATE_FILE + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out / TRAIN_STATE_FILE)
+    torch.save(state, staging / TRAIN_STATE_FILE)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    (final.parent / "latest.tmp").write_text(final.name + "\n")
+    os.replace(final.parent / "latest.tmp", final.parent / "latest")
+    for old in final.parent.glob("step_*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    _write_log(run, command, corpus, timing)
+    return final
+
+
+def _write_log(run: TrainRun, command: str | None, corpus: dict, timing: dict, threshold: dict | None = None) -> None:
+    best = _best(run.history)
     log = {"command": command, "config": dataclasses.asdict(run.config), "step": run.step,
-           "heldout_bpb": run.history[-1]["heldout_bpb"], "corpus": corpus, "history": run.history,
-           **timing, "threads": torch.get_num_threads(), "torch": torch.__version__}
-    write_json_atomic(str(out / TRAINING_LOG_FILE), log)
+           "heldout_bpb": run.history[-1]["heldout_bpb"] if run.history else None,
+           "best": {"step": best["step"], "heldout_bpb": best["heldout_bpb"]}, "corpus": corpus,
+           "history": run.history, **timing, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if threshold is not None:
+        log["threshold"] = threshold
+    write_json_atomic(str(Path(run.config.out_dir) / TRAINING_LOG_FILE), log)
