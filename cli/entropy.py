@@ -184,7 +184,8 @@ def _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmu
 @click.argument("model_dir", metavar="MODEL_DIR")
 @click.option("--text", help="Text to score (UTF-8).")
 @click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False), help="File to score (its raw bytes).")
-@click.option("--threshold", type=float, help="θ in nats [default: the reference's 1.3354].")
+@click.option("--threshold", type=float,
+              help="θ in nats [default: the model's recommended θ (entropy mode), else the reference's 1.3354].")
 @click.option("--target-patch-size", type=float, help="Choose θ on this text so the mean patch has this many bytes.")
 @click.option("--mode", type=click.Choice(["entropy", "monotonic"]), default="entropy", show_default=True)
 @click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches.")
@@ -216,21 +217,23 @@ def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_
     from bltdata.entropy.engine import EntropyEngine
     from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, calibrate_threshold, patch_lengths
 
+    from bltdata.entropy.calibrate import choose_threshold
+
     entropies = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device)).score([data])[0]
-    config = PatcherConfig(mode=mode, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
-                           max_patch_length=max_patch_length)
-    if target_patch_size is not None:
-        try:
-            theta = calibrate_threshold(entropies[:-1], [0, len(data)], target_patch_size, config)
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-        config = PatcherConfig(mode=mode, threshold=theta, max_patch_length=max_patch_length)
+    config = PatcherConfig(mode=mode, threshold=DEFAULT_THRESHOLD, max_patch_length=max_patch_length)
+    try:
+        choice = choose_threshold(model_dir, mode, threshold=threshold, target_patch_size=target_patch_size,
+                                  calibrate=lambda: calibrate_threshold(entropies[:-1], [0, len(data)],
+                                                                        target_patch_size, config))
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    config = PatcherConfig(mode=mode, threshold=choice.threshold, max_patch_length=max_patch_length)
     lengths = patch_lengths(config, data, entropies)
     if table:
         _print_table(data, entropies, lengths)
     _print_patches(data, lengths, color)
     click.echo(f"{len(data)} bytes, {len(lengths)} patches (mean {len(data) / len(lengths):.2f} bytes), "
-               f"mode {mode}, θ = {config.threshold:.6g}; H after the last byte: {entropies[-1]:.3f}")
+               f"mode {mode}, {choice.describe()}; H after the last byte: {entropies[-1]:.3f}")
 
 
 def _print_table(data: bytes, entropies, lengths) -> None:
@@ -264,22 +267,31 @@ def _print_patches(data: bytes, lengths, color) -> None:
 @click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches (as the pipeline will).")
 @click.option("--sample-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="Calibrate on the first this-many bytes of the inputs.")
+@click.option("--write", is_flag=True,
+              help="Record θ in MODEL_DIR/config.json as its recommended θ (entropy mode; not for `default`).")
 @device_option
 @threads_option
-def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, device, threads):
+def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, write, device, threads):
     """Print the θ giving a mean patch length of --target-patch-size on INPUT....
 
-    θ is printed alone on stdout (for scripts); a summary goes to stderr.
+    θ is printed alone on stdout (for scripts); a summary goes to stderr. With --write, θ
+    and the target are stored in MODEL_DIR/config.json, where `patch`, `entropy score` and
+    `generate` pick it up when no --threshold / --target-patch-size is given. Calibrate
+    on data like the corpus you will patch, not the model's own training data (its
+    entropies there are too low).
 
     \b
     Example:
       bltdata entropy calibrate default corpus/ --target-patch-size 4.5
+      bltdata entropy calibrate models/mine heldout.jsonl --target-patch-size 4.5 --write
       bltdata patch corpus/ -o shards/ --threshold "$(bltdata entropy calibrate default corpus/ --target-patch-size 6)"
     """
     from bltdata.entropy.calibrate import calibrate_from_documents
     from bltdata.entropy.engine import EntropyEngine
     from bltdata.patching import PatcherConfig
 
+    if write and mode != "entropy":
+        raise click.UsageError("--write records an entropy-mode θ (the recommended θ); drop --mode monotonic")
     set_threads(threads)
     docs = _load_documents(inputs, max_bytes=sample_bytes)
     engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device))
@@ -291,7 +303,23 @@ def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, samp
         raise click.ClickException(str(err)) from None
     click.echo(f"{theta!r}")
     click.echo(f"mean patch {summary['mean_patch']:.3f} bytes over {summary['bytes']} bytes "
-               f"of {summary['documents']} documents ({summary['patches']} patches)", err=True)
+               f"of {summary['documents']} documents ({summary['patches']} patches); θ from --target-patch-size",
+               err=True)
+    if write:
+        _write_threshold(model_dir, theta, target_patch_size, summary, inputs)
+
+
+def _write_threshold(model_dir, theta, target_patch_size, summary, inputs) -> None:
+    from bltdata.entropy.checkpoint import record_threshold
+
+    note = (f"entropy-mode θ giving a mean patch of {summary['mean_patch']:.3f} bytes on {summary['bytes']} bytes "
+            f"of {shlex.join(inputs)}: bltdata entropy calibrate --target-patch-size {target_patch_size:g}")
+    try:
+        record_threshold(model_dir, theta, target_patch_size, note)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"recorded θ = {theta:.6g} (for {target_patch_size:g}-byte patches) in {model_dir}/config.json",
+               err=True)
 
 
 @entropy.command("import-reference")

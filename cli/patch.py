@@ -107,7 +107,8 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     return {"counters": counters, "totals": manifest.totals, "wall": wall,
             "skipped": len(prepared.files) - len(prepared.pending), "output": prepared.job.output,
             "rejected_dir": fs.join(prepared.job.output, shards.REJECTED_DIR),
-            "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode}
+            "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode,
+            "threshold_choice": prepared.threshold_choice}
 
 
 def _draw_progress(thread, output, total, show, jobs):
@@ -139,10 +140,19 @@ def _print_summary(summary):
         f"{t['patches']:,} patches, {t['rejected']:,} rejected",
         f"mean patch        {mean:.3f} bytes (mode {summary['mode']}"
         + (f", θ {summary['threshold']:.6f})" if summary["mode"] in ("entropy", "monotonic") else ")"),
+        *_threshold_lines(summary.get("threshold_choice"), summary["mode"], mean),
         f"rejected records  " + (f"{t['rejected']:,} records in {summary['rejected_dir']} (source, line/row, reason)"
                                  if t["rejected"] else "none"),
     ]
     click.echo("\n".join(lines))
+
+
+def _threshold_lines(choice, mode, mean):
+    """Where θ came from, and a warning when the mean patch is far from what θ was calibrated for."""
+    if choice is None or mode not in ("entropy", "monotonic"):
+        return []
+    warning = choice.mismatch(mean)
+    return [f"threshold         {choice.describe()}"] + ([f"WARNING           {warning}"] if warning else [])
 
 
 @click.command()

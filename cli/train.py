@@ -315,8 +315,10 @@ def _patcher(run: dict, entropy_model: str, threshold, device):
     if not saved:
         raise ValueError("the run records no patcher (its training manifest has none); cannot form patches")
     config = PatcherConfig.from_dict(saved)
-    if threshold is not None:
-        config = replace(config, threshold=threshold)
+    if config.mode in ("entropy", "monotonic"):  # the BLT learnt the shards' θ: only --threshold overrides it
+        source = "--threshold" if threshold is not None else "the training shards' manifest"
+        config = replace(config, threshold=config.threshold if threshold is None else threshold)
+        click.echo(f"patching: mode {config.mode}, θ = {config.threshold:.6g} ({source})", err=True)
     engine = None
     if config.needs_entropies:
         from bltdata.entropy.checkpoint import load_checkpoint

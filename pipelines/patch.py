@@ -101,6 +101,7 @@ class PreparedJob:
     patcher: PatcherConfig
     entropy_model: dict | None
     params: dict = field(default_factory=dict)
+    threshold_choice: object = None  # bltdata.entropy.calibrate.ThresholdChoice (θ, its source, its target)
 
 
 # ----------------------------------------------------------------------------- DoFns
@@ -342,23 +343,23 @@ def prepare(job: PatchJob) -> PreparedJob:
     """List inputs, identify the model, choose θ, and check/create the output directory."""
     files = readers.list_inputs(job.inputs, exclude=[job.output])
     entropy_model = None
-    threshold = job.threshold
     if job.needs_model:
         from bltdata.entropy.checkpoint import checkpoint_metadata
 
         entropy_model = checkpoint_metadata(job.model)
-    if job.target_patch_size is not None:
-        threshold = calibrate(job, files)
-    elif threshold is None and job.mode == "entropy":
-        threshold = recommended_threshold(job.model)
-    patcher = job.patcher(threshold)
+    from bltdata.entropy.calibrate import choose_threshold
+
+    theta = choose_threshold(job.model if job.mode in ("entropy", "monotonic") else None, job.mode,
+                             threshold=job.threshold, target_patch_size=job.target_patch_size,
+                             calibrate=lambda: calibrate(job, files))
+    patcher = job.patcher(theta.threshold)
     params = job_params(job, files, patcher, entropy_model)
     jobs.prepare_output(job.output, params)
     records = {f.source: jobs.read_done(job.output, jobs.file_key(f.source)) for f in files}
     jobs.changed_inputs(job.output, [(records[f.source], fs.input_stat(f.path)) for f in files if records[f.source]])
     pending = [f for f in files if records[f.source] is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
-                       params=params)
+                       params=params, threshold_choice=theta)
 
 
 def recommended_threshold(model: str) -> float | None:

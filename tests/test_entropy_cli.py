@@ -149,3 +149,69 @@ def _write_reference(directory, state):
     (directory / "params.json").write_text(json.dumps({"entropy_model": params}))
     torch.save({"model": state}, directory / "consolidated.pth")
     return directory
+
+
+def test_calibrate_write_records_the_theta_score_then_uses(model_dir, corpus):
+    result = invoke("entropy", "calibrate", model_dir, corpus, "--target-patch-size", "4", "--write")
+    assert result.exit_code == 0, result.output
+    theta = float(result.stdout)
+    meta = json.loads(open(f"{model_dir}/config.json").read())
+    assert meta["recommended_threshold"] == theta and meta["recommended_target_patch_size"] == 4.0
+    scored = invoke("entropy", "score", model_dir, "--text", "some words and numbers", "--no-table")
+    assert scored.exit_code == 0, scored.output
+    assert f"θ = {theta:.6g} (recommended by {model_dir}'s config.json, calibrated for 4-byte patches)" in scored.output
+    explicit = invoke("entropy", "score", model_dir, "--text", "some words", "--no-table", "--threshold", "2")
+    assert "θ = 2 (--threshold)" in explicit.output
+    bundled = invoke("entropy", "calibrate", "default", corpus, "--target-patch-size", "4", "--write")
+    assert bundled.exit_code == 1 and "bundled model" in bundled.output
+
+
+def test_theta_rule_precedence(model_dir):
+    from bltdata.entropy.calibrate import choose_threshold
+    from bltdata.entropy.checkpoint import record_threshold
+    from bltdata.patching import DEFAULT_THRESHOLD
+
+    assert choose_threshold(model_dir, "entropy").threshold == DEFAULT_THRESHOLD  # records none
+    record_threshold(model_dir, 0.75, 4.5, "test")
+    assert choose_threshold(model_dir, "entropy").threshold == 0.75
+    assert choose_threshold(model_dir, "monotonic").threshold == DEFAULT_THRESHOLD  # an entropy-mode θ only
+    assert choose_threshold(model_dir, "entropy", target_patch_size=3, calibrate=lambda: 0.5).threshold == 0.5
+    assert choose_threshold(model_dir, "entropy", threshold=2.0, calibrate=lambda: 0.5).threshold == 2.0
+    assert choose_threshold(model_dir, "entropy").mismatch(10.0) is not None
+    assert choose_threshold(model_dir, "entropy").mismatch(5.0) is None
+
+
+def _word_corpus(path, n_docs, seed):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    words = ["alpha", "beta", "gamma", "delta", "the", "of", "and", "data", "byte", "patch", "x", "7"]
+    with open(path, "w") as f:
+        for i in range(n_docs):
+            text = " ".join(words[j] for j in rng.integers(0, len(words), int(rng.integers(20, 80))))
+            f.write(json.dumps({"id": f"d{i}", "text": text}) + "\n")
+    return str(path)
+
+
+def _mean_patch(output):
+    return float(re.search(r"mean patch\s+([0-9.]+) bytes", output).group(1))
+
+
+def test_a_freshly_trained_model_patches_near_its_calibrated_mean_patch(tmp_path):
+    from bltdata.entropy.checkpoint import record_threshold
+
+    model = tmp_path / "mine"
+    train = invoke("entropy", "train", _word_corpus(tmp_path / "train.jsonl", 120, 0), "-o", str(model),
+                   "--preset", "tiny", "--steps", "40", "--seq-len", "128", "--batch-size", "8", "--lr", "1e-2",
+                   "--eval-every", "20", "--eval-bytes", "4096", "--threads", "1")
+    assert train.exit_code == 0, train.output
+    meta = json.loads((model / "config.json").read_text())
+    assert meta["recommended_target_patch_size"] == 4.5 and "θ = " in train.output
+    fresh = _word_corpus(tmp_path / "fresh.jsonl", 60, 1)  # same kind of text, not seen in training
+    patched = invoke("patch", fresh, "-o", str(tmp_path / "shards"), "--model", str(model), "--no-progress")
+    assert patched.exit_code == 0, patched.output
+    assert f"θ = {meta['recommended_threshold']:.6g} (recommended by" in patched.output
+    assert 4.5 / 1.5 <= _mean_patch(patched.output) <= 4.5 * 1.5 and "WARNING" not in patched.output
+    record_threshold(model, meta["recommended_threshold"], 20.0, "a θ recorded for other data")
+    off = invoke("patch", fresh, "-o", str(tmp_path / "shards2"), "--model", str(model), "--no-progress")
+    assert off.exit_code == 0 and "WARNING" in off.output and "far from the 20 bytes" in off.output

@@ -5,12 +5,19 @@ A θ is only meaningful for one entropy model: the reference's default (≈ 1.34
 model. ``calibrate_from_documents`` scores a sample of documents with the engine and
 bisects θ so that the mean patch length over the sample is ≈ S
 (:func:`bltdata.patching.calibrate_threshold` does the bisection).
+
+``choose_threshold`` is the one rule every command (``patch``, ``entropy score``,
+``entropy calibrate``, ``generate``'s override) uses to pick θ: an explicit ``--threshold``,
+else θ calibrated for ``--target-patch-size``, else (entropy mode) the model's
+``recommended_threshold`` from its ``config.json`` (``entropy train`` and
+``entropy calibrate --write`` record one), else the reference's 1.3354.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -61,3 +68,53 @@ def calibrate_from_documents(engine: EntropyEngine, docs: Iterable[bytes], targe
                "mean_patch": int(offsets[-1]) / patches, "threshold": theta}
     logger.info("calibrated θ=%.6f on %d bytes: mean patch %.3f", theta, summary["bytes"], summary["mean_patch"])
     return theta, summary
+
+
+MISMATCH_FACTOR = 1.5  # patch warns when the mean patch is this far (either way) from θ's calibration target
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The θ a command uses, where it came from, and the mean patch it was calibrated for (if known)."""
+
+    threshold: float
+    source: str
+    target_patch_size: float | None = None
+
+    def describe(self) -> str:
+        target = f", calibrated for {self.target_patch_size:g}-byte patches" if self.target_patch_size else ""
+        return f"θ = {self.threshold:.6g} ({self.source}{target})"
+
+    def mismatch(self, mean_patch: float) -> str | None:
+        """A warning when ``mean_patch`` is more than MISMATCH_FACTOR× off the calibration target."""
+        target = self.target_patch_size
+        if not target or not mean_patch or 1 / MISMATCH_FACTOR <= mean_patch / target <= MISMATCH_FACTOR:
+            return None
+        return (f"mean patch {mean_patch:.2f} bytes is far from the {target:g} bytes {self.describe()} was "
+                f"calibrated for (other data than it was calibrated on?): choose θ for this corpus with "
+                f"--target-patch-size, or `bltdata entropy calibrate MODEL INPUT... --target-patch-size S --write`")
+
+
+def choose_threshold(model: str | None, mode: str, *, threshold: float | None = None,
+                     target_patch_size: float | None = None,
+                     calibrate: Callable[[], float] | None = None) -> ThresholdChoice:
+    """θ by the shared rule: --threshold > --target-patch-size (``calibrate()``) > the model's
+    recommended θ (entropy mode only) > the reference's θ. ``model`` may be None (no model)."""
+    from bltdata.patching import DEFAULT_THRESHOLD
+
+    if threshold is not None and target_patch_size is not None:
+        raise ValueError("give --threshold or --target-patch-size, not both")
+    if threshold is not None:
+        return ThresholdChoice(float(threshold), "--threshold")
+    if target_patch_size is not None:
+        return ThresholdChoice(float(calibrate()), "--target-patch-size", target_patch_size)
+    if mode == "entropy" and model is not None:
+        from bltdata.entropy.checkpoint import read_config
+
+        meta = read_config(model)
+        if meta.get("recommended_threshold") is not None:
+            return ThresholdChoice(float(meta["recommended_threshold"]), f"recommended by {model}'s config.json",
+                                   meta.get("recommended_target_patch_size"))
+        return ThresholdChoice(DEFAULT_THRESHOLD, f"the reference θ: {model} records none; calibrate it with "
+                                                  f"`bltdata entropy calibrate {model} INPUT... --write`")
+    return ThresholdChoice(DEFAULT_THRESHOLD, "the reference θ")
