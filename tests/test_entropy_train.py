@@ -47,6 +47,38 @@ def test_load_documents_and_split(tmp_path):
     assert sorted(heldout2) == sorted(heldout)  # by content hash, not by position
 
 
+def test_heldout_is_a_share_of_the_bytes_with_a_minimum_of_documents(tmp_path):
+    docs = load_documents([str(_corpus(tmp_path))])
+    total = sum(map(len, docs))
+    _, heldout = split_heldout(docs, 10.0, min_docs=3)
+    held = sum(map(len, heldout))
+    assert len(heldout) > 3 and 0.10 * total <= held < 0.10 * total + max(map(len, docs))
+    _, few = split_heldout(docs, 1.0, min_docs=16)
+    assert len(few) == 16  # 1 % of these bytes is fewer documents than the minimum
+    same = [b"the same document"] * 10 + docs[:5]
+    train, heldout = split_heldout(same, 10.0, min_docs=1)
+    assert len(train) + len(heldout) == 15 and not set(train) & set(heldout)  # duplicates stay together
+
+
+def test_the_best_checkpoint_by_heldout_bpb_is_kept(tmp_path, monkeypatch):
+    import bltdata.entropy.train as entropy_train
+
+    scores = iter([3.0, 2.0, 2.5])  # held-out BPB at steps 2, 4, 6: the best is step 4's model
+    monkeypatch.setattr(entropy_train, "evaluate_bpb", lambda *a, **k: next(scores))
+    out = tmp_path / "model"
+    snapshot = {}
+
+    def on_step(step, metrics):
+        if step == 4:
+            snapshot["best"] = (out / "model.safetensors").read_bytes()
+
+    result = train_entropy_model(_config(tmp_path, _corpus(tmp_path), steps=6, eval_every=2), on_step=on_step)
+    assert result["best_step"] == 4 and result["best_heldout_bpb"] == 2.0 and result["heldout_bpb"] == 2.5
+    assert (out / "model.safetensors").read_bytes() == snapshot["best"]
+    assert (out / "checkpoints" / "step_00000006" / "model.safetensors").read_bytes() != snapshot["best"]
+    assert json.loads((out / "training.json").read_text())["best"] == {"step": 4, "heldout_bpb": 2.0}
+
+
 def test_packed_stream_windows(tmp_path):
     docs = [b"abc", b"", b"defgh"]
     stream = PackedStream(docs)
@@ -84,6 +116,11 @@ def test_training_lowers_heldout_bpb(tmp_path):
     log = json.loads((tmp_path / "model" / "training.json").read_text())
     assert [h["step"] for h in log["history"]] == [20, 40]
     assert log["heldout_bpb"] == pytest.approx(result["heldout_bpb"])
+    # θ is calibrated on held-out documents for the 4.5-byte target and recorded beside the model
+    meta = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert meta["recommended_threshold"] == result["threshold"]["threshold"] > 0
+    assert meta["recommended_target_patch_size"] == 4.5
+    assert log["threshold"]["mean_patch"] == pytest.approx(4.5, abs=0.25) and log["threshold"]["bytes"] > 0
 
 
 def test_resume_equals_uninterrupted(tmp_path):
@@ -103,9 +140,8 @@ def test_resume_equals_uninterrupted(tmp_path):
         train_entropy_model(resumed, on_step=stop_at_3)
     result = train_entropy_model(resumed, resume=True)
     assert result["step"] == 6
-    a = (tmp_path / "a" / "model.safetensors").read_bytes()
-    b = (tmp_path / "b" / "model.safetensors").read_bytes()
-    assert a == b
+    for name in ("model.safetensors", "checkpoints/step_00000006/model.safetensors"):  # best and last
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_resume_refuses_other_preset_and_missing_state(tmp_path):
