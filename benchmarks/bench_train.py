@@ -138,7 +138,8 @@ def run_model(name, config, shards_dir, held_dir, steps, args, mean_patch, workd
     rt = Runtime()
     cfg = TrainConfig(steps=steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                       warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10),
-                      eval_every=eval_every, eval_batches=args.eval_batches_curve)
+                      eval_every=eval_every, eval_batches=args.eval_batches_curve,
+                      checkpoint_every=0, checkpoint_minutes=0)  # timed: one checkpoint, at the end
     loader = train_loader([str(shards_dir)], cfg.seq_len, cfg.batch_size, rt)
     totals = {"bytes": 0, "patches": 0, "seconds": 0.0}
     flops = flops_per_byte(config, cfg.seq_len - 1, mean_patch)
