@@ -142,15 +142,16 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
 
 
 def _say_resume_point(output) -> None:
-    import torch
+    import json
+    from pathlib import Path
 
-    from bltdata.entropy.train import TRAIN_STATE_FILE, resume_point
+    from bltdata.entropy.train import TRAINING_LOG_FILE, resume_point
 
     try:
         path = resume_point(output)
     except FileNotFoundError as err:
         raise click.ClickException(f"--resume: {err}") from None
-    step = int(torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)["step"])
+    step = json.loads((Path(output) / TRAINING_LOG_FILE).read_text())["step"]  # written with each checkpoint
     click.echo(f"resuming {output} from step {step} ({path})", err=True)
 
 

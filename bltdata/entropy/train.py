@@ -264,8 +264,11 @@ def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: boo
     metrics: dict = {}
     tokens_seen, started, cpu_started = 0, time.perf_counter(), time.process_time()
     clock = CheckpointClock(config.eval_every, config.checkpoint_minutes)
-    timing = lambda: {"wall_seconds": run.seconds + time.perf_counter() - started,  # noqa: E731
-                      "cpu_seconds": run.cpu_seconds + time.process_time() - cpu_started}
+
+    def timing() -> dict:  # this run's time plus the time of the runs it resumes
+        return {"wall_seconds": run.seconds + time.perf_counter() - started,
+                "cpu_seconds": run.cpu_seconds + time.process_time() - cpu_started}
+
     while run.step < config.steps:
         loss = _train_step(run, stream, seq_len, device)
         run.step += 1
