@@ -36,6 +36,9 @@ def _load_documents(inputs, max_bytes=None):
 
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                              show_default=True, help="Where the model runs.")
+precision_option = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto",
+                                show_default=True, help="Model arithmetic; must match the one the shards are made "
+                                "with (auto: bf16 on CUDA and CPUs with AVX512-BF16/AMX, else fp32).")
 threads_option = click.option("--threads", type=click.IntRange(min=1),
                               help="CPU threads for torch [default: torch's choice]. Use 1 on a busy machine.")
 
@@ -140,9 +143,10 @@ def _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmu
 @click.option("--table/--no-table", default=True, show_default=True, help="Print one line per byte.")
 @click.option("--color/--no-color", default=None, help="Colour the patches [default: on a terminal].")
 @device_option
+@precision_option
 @threads_option
 def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_length, table, color, device,
-          threads):
+          precision, threads):
     """Print per-byte entropies of a text and the patches they give.
 
     Each table line is: byte offset, the byte, its entropy H (nats; the model's
@@ -165,7 +169,8 @@ def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_
     from bltdata.entropy.engine import EntropyEngine
     from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, calibrate_threshold, patch_lengths
 
-    entropies = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device)).score([data])[0]
+    entropies = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device),
+                              precision=precision).score([data])[0]
     config = PatcherConfig(mode=mode, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
                            max_patch_length=max_patch_length)
     if target_patch_size is not None:
@@ -214,8 +219,9 @@ def _print_patches(data: bytes, lengths, color) -> None:
 @click.option("--sample-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="Calibrate on the first this-many bytes of the inputs.")
 @device_option
+@precision_option
 @threads_option
-def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, device, threads):
+def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, device, precision, threads):
     """Print the θ giving a mean patch length of --target-patch-size on INPUT....
 
     θ is printed alone on stdout (for scripts); a summary goes to stderr.
@@ -231,7 +237,7 @@ def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, samp
 
     set_threads(threads)
     docs = _load_documents(inputs, max_bytes=sample_bytes)
-    engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device))
+    engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device), precision=precision)
     try:
         theta, summary = calibrate_from_documents(engine, docs, target_patch_size,
                                                   PatcherConfig(mode=mode, max_patch_length=max_patch_length),

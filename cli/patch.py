@@ -44,6 +44,9 @@ def _split_beam_args(arguments):
 @click.option("--compile", is_flag=True,
               help="torch.compile the entropy model in each worker: for long CUDA runs; costs a warm-up "
                    "per worker, and on CPU needs a C++ compiler.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
+              help="Entropy model arithmetic (changes the entropies; recorded in the manifest). auto: bf16 on "
+                   "CUDA and on CPUs with AVX512-BF16/AMX, else fp32.")
 @click.option("--runner", default="FnApiRunner", show_default=True,
               help="Beam runner (DataflowRunner, FlinkRunner, ...; pass their options after --).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")

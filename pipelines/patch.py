@@ -34,7 +34,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers
-from bltdata.device import resolve_device, set_threads
+from bltdata.device import PRECISIONS, job_precision, resolve_device, set_threads
 from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class PatchJob:
     device: str = "auto"
     threads: int | None = None  # torch threads per worker process (None: torch's default)
     compile: bool = False  # torch.compile the entropy model in each worker
+    precision: str = "auto"  # fp32 / bf16 / int8; auto: the device's default (resolved by `prepare`)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -78,6 +79,8 @@ class PatchJob:
             raise ValueError(f"--target-patch-size calibrates θ of the entropy/monotonic modes, not {self.mode!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.precision not in ("auto",) + PRECISIONS:
+            raise ValueError(f"--precision must be auto, {', '.join(PRECISIONS)}, not {self.precision!r}")
         if (self.batch_bytes is not None and self.batch_bytes < 1) or self.shard_bytes < 1:
             raise ValueError("--batch-bytes and --shard-bytes must be positive")
 
@@ -200,10 +203,10 @@ class EntropyModelHandler(ModelHandler):
     """
 
     def __init__(self, model: str, *, device: str, batch_bytes: int, threads: int | None = None,
-                 compile: bool = False):
+                 compile: bool = False, precision: str = "auto"):
         super().__init__()
         self.model, self.device, self.batch_bytes, self.threads = model, device, batch_bytes, threads
-        self.compile = compile
+        self.compile, self.precision = compile, precision
 
     def load_model(self):
         from bltdata.entropy.checkpoint import load_checkpoint
@@ -212,7 +215,8 @@ class EntropyModelHandler(ModelHandler):
         set_threads(self.threads)
         device = resolve_device(self.device)
         model = load_checkpoint(self.model, device=device)
-        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile)
+        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile,
+                             precision=self.precision)
 
     def run_inference(self, batch: Sequence[batching.DocBatch], model, inference_args=None):
         for doc_batch in batch:
@@ -305,7 +309,7 @@ class PatchCorpus(beam.PTransform):
                    | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
         if job.needs_model:
             handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
-                                          threads=job.threads, compile=job.compile)
+                                          threads=job.threads, compile=job.compile, precision=job.precision)
             batches = batches | "ScoreEntropies" >> RunInference(handler)
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
@@ -325,6 +329,7 @@ def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
 
 def prepare(job: PatchJob) -> PreparedJob:
     """List inputs, identify the model, choose θ, and check/create the output directory."""
+    job = dataclasses.replace(job, precision=job_precision(job.precision, job.device))  # workers use what is recorded
     files = readers.list_inputs(job.inputs)
     entropy_model = None
     threshold = job.threshold
@@ -362,6 +367,7 @@ def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict
 
     Batch size, device, compilation and worker count are left out: they must not change the
     output (beyond float rounding on CUDA, where bf16 kernels differ by device and shape).
+    The precision is in (when a model is used): fp32, bf16 and int8 give different entropies.
     """
     return {
         "sources": [f.source for f in files],
@@ -372,6 +378,7 @@ def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict
         "text_field": job.text_field,
         "id_field": job.id_field,
         "shard_bytes": job.shard_bytes,
+        **({"precision": job.precision} if job.needs_model else {}),  # it changes the entropies
     }
 
 
@@ -383,7 +390,8 @@ def calibrate(job: PatchJob, files: list[readers.InputFile]) -> float:
 
     set_threads(job.threads)
     device = resolve_device(job.device)
-    engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes)
+    engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes,
+                           precision=job.precision)
     documents = (record.data for f in files
                  for record in readers.read_input(f, text_field=job.text_field, id_field=job.id_field)
                  if isinstance(record, readers.Document))
@@ -454,6 +462,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--compile", action="store_true", help="torch.compile the entropy model")
+    parser.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS)
     known, beam_args = parser.parse_known_args(argv)
     workers = known.workers
     fields = {f.name for f in dataclasses.fields(PatchJob)}
