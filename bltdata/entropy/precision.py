@@ -59,8 +59,8 @@ class Int8Linear(nn.Module):
 def quantize_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 quantisation of a (M, K) tensor with one scale per row: (int8 (M, K), scale (M, 1))."""
     rows = rows.float()
-    scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12).div_(127.0)
-    return torch.round(rows / scale).to(torch.int8), scale
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-12).div_(127.0)  # (faster than vector_norm(inf))
+    return rows.mul(scale.reciprocal()).round_().to(torch.int8), scale
 
 
 def convert_model(model: EntropyModel, precision: str, *, device: torch.device | str = "cpu",
