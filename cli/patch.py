@@ -109,7 +109,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     manifest = shards.read_manifest(prepared.job.output)
     return {"counters": counters, "totals": manifest.totals, "wall": wall,
             "skipped": len(prepared.files) - len(prepared.pending), "output": prepared.job.output,
-            "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode}
+            "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode, "prepare": prepared.seconds}
 
 
 def _draw_progress(thread, output, total, show, jobs):
@@ -137,12 +137,25 @@ def _print_summary(summary):
         f"{c.get('patches', 0):,} patches, {c.get('rejected', 0):,} rejected "
         f"({summary['skipped']} input(s) already done, skipped)",
         f"pipeline time     {wall:.1f} s ({processed / wall / 1e6:.3f} MB/s of document bytes)",
+        _time_split(c, wall, summary.get("prepare", 0.0)),
         f"dataset           {t['shards']:,} shards, {t['documents']:,} documents, {t['bytes']:,} bytes, "
         f"{t['patches']:,} patches, {t['rejected']:,} rejected",
         f"mean patch        {mean:.3f} bytes (mode {summary['mode']}"
         + (f", θ {summary['threshold']:.6f})" if summary["mode"] in ("entropy", "monotonic") else ")"),
     ]
     click.echo("\n".join(lines))
+
+
+TIME_SPLIT = (("read", "read_ms"), ("model load", "load_ms"), ("entropies", "score_ms"), ("patch", "patch_ms"),
+              ("write", "write_ms"))
+
+
+def _time_split(counters, wall, prepare):
+    """Where the pipeline time went, from the workers' timing counters (summed over workers)."""
+    spent = {name: counters.get(key, 0) / 1000 for name, key in TIME_SPLIT}
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.items())
+    return (f"time split        {parts}, other (Beam start-up, scheduling) {max(0.0, wall - sum(spent.values())):.1f} s"
+            f"; before it: prepare (listing, calibration) {prepare:.1f} s")
 
 
 @click.command()

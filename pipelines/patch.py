@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import io
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -104,6 +105,7 @@ class PreparedJob:
     patcher: PatcherConfig
     entropy_model: dict | None
     params: dict = field(default_factory=dict)
+    seconds: float = 0.0  # spent preparing (listing, calibration), before the pipeline runs
 
 
 # ----------------------------------------------------------------------------- DoFns
@@ -207,20 +209,35 @@ class EntropyModelHandler(ModelHandler):
         super().__init__()
         self.model, self.device, self.batch_bytes, self.threads = model, device, batch_bytes, threads
         self.compile, self.precision = compile, precision
+        self.load_ms = Metrics.counter(METRICS_NAMESPACE, "load_ms")
+        self.score_ms = Metrics.counter(METRICS_NAMESPACE, "score_ms")
 
     def load_model(self):
         from bltdata.entropy.checkpoint import load_checkpoint
         from bltdata.entropy.engine import EntropyEngine
 
+        started = time.perf_counter()
         set_threads(self.threads)
         device = resolve_device(self.device)
         model = load_checkpoint(self.model, device=device)
-        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile,
-                             precision=self.precision)
+        engine = EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile,
+                               precision=self.precision)
+        engine.unreported_load_ms = int(1000 * (time.perf_counter() - started))  # counted at the first batch
+        return engine
 
     def run_inference(self, batch: Sequence[batching.DocBatch], model, inference_args=None):
+        started = time.perf_counter()
+        if getattr(model, "threads_set_in", None) != threading.get_ident():
+            # torch's thread count must be set in the thread that runs the model: Beam calls
+            # load_model in another one, and there 2 threads ran 13-25× slower than 1 (measured)
+            set_threads(self.threads)
+            model.threads_set_in = threading.get_ident()
         for doc_batch in batch:
             doc_batch.entropies = model.score(doc_batch.data) if doc_batch.data else []
+        self.score_ms.inc(int(1000 * (time.perf_counter() - started)))
+        if getattr(model, "unreported_load_ms", 0):  # load_model runs outside a bundle, where counters are lost
+            self.load_ms.inc(model.unreported_load_ms)
+            model.unreported_load_ms = 0
         return list(batch)
 
     def get_num_bytes(self, batch: Sequence[batching.DocBatch]) -> int:
@@ -329,6 +346,7 @@ def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
 
 def prepare(job: PatchJob) -> PreparedJob:
     """List inputs, identify the model, choose θ, and check/create the output directory."""
+    started = time.perf_counter()
     job = dataclasses.replace(job, precision=job_precision(job.precision, job.device))  # workers use what is recorded
     files = readers.list_inputs(job.inputs)
     entropy_model = None
@@ -347,7 +365,7 @@ def prepare(job: PatchJob) -> PreparedJob:
     jobs.prepare_output(job.output, params)
     pending = [f for f in files if jobs.read_done(job.output, jobs.file_key(f.source)) is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
-                       params=params)
+                       params=params, seconds=time.perf_counter() - started)
 
 
 def recommended_threshold(model: str) -> float | None:
