@@ -295,6 +295,22 @@ def bench_cpu_corpus(args, model, preset_name, kind, docs, peaks) -> list[dict]:
     return rows
 
 
+def profile_engine(args) -> None:
+    """torch.profiler's top operators of the bundled ``small`` model scoring the ``short`` corpus,
+    per precision (self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, docs = cpu_model("small"), make_corpus("short", args.profile_bytes, seed=1)
+    for precision in args.precisions:
+        engine = EntropyEngine(model, device="cpu", batch_bytes=args.batch_bytes, chunk_len=args.chunk_len,
+                               precision=precision)
+        engine.score(docs[:20])
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            engine.score(docs)
+        print(f"small, {precision}, {sum(map(len, docs)):,} bytes of `short`:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows), flush=True)
+
+
 def _cpu_row(r: dict) -> str:
     ratios = (f"{r['vs_alone_fp32']:.2f}x | {r['vs_pad8192']:.1f}x" if "vs_alone_fp32" in r else " | ")
     patches = (f"{r['boundary_agreement']:.3f} | {r['mean_patch']:.2f}" if "mean_patch" in r else " | ")
@@ -358,12 +374,18 @@ def main(argv=None):
                         help="also time torch.compile on CUDA (first budget and chunk length)")
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table: torch.profiler's top operators of `small` per precision")
+    parser.add_argument("--profile-bytes", type=int, default=60_000)
+    parser.add_argument("--profile-rows", type=int, default=5)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads")
+    if args.profile:
+        return profile_engine(args)
     rows = [] if args.no_cpu else bench_cpu(args)
     if torch.cuda.is_available():
         print("| device | preset | corpus | method | docs | bytes/s | padding | MFU | useful FLOP rate |")
