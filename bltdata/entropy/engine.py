@@ -144,16 +144,13 @@ class EntropyEngine:
     @property
     def dtype(self) -> torch.dtype:
         """The floating-point type of the matrix multiplies (int8: of the parts not quantised)."""
-        return torch.float32 if self.precision == "fp32" else torch.bfloat16
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
 
     def _converted_model(self) -> EntropyModel:
         """CUDA bf16 runs the fp32 model under autocast (as before); the CPU gets a converted copy."""
         if self.device.type == "cuda" and self.precision == "bf16":
             return self.model
-        from bltdata.device import cpu_has_fast_bf16
-
-        fast = self.device.type != "cpu" or cpu_has_fast_bf16()
-        return convert_model(self.model, self.precision, device=self.device, fast_bf16=fast)
+        return convert_model(self.model, self.precision, device=self.device)
 
     def score(self, docs: Sequence[bytes]) -> list[np.ndarray]:
         """Per document of n bytes, its n + 1 entropies H[0..n] (float32, nats)."""
