@@ -19,15 +19,25 @@ spreads evenly over the length distribution (:func:`spread_order`), so a partial
 corpus's mix of lengths rather than a lucky or unlucky draw; bytes/s counts real bytes only
 (per wall second, or per CPU second of this process with ``--cpu-time``).
 
+Precisions: the engine runs in each of ``--precisions`` (fp32, bf16, int8; see
+:mod:`bltdata.entropy.precision`); the two baselines run in fp32, the precision they had.
+Each engine row gives its speed as a multiple of the per-document fp32 loop (``alone``) and of
+pad-to-8192, the boundary agreement with the fp32 engine (Jaccard index of the patch starts
+over the corpus, entropy mode, θ = the bundled model's recommended θ for ``small``, else the
+θ giving 4.5-byte patches on the fp32 entropies; entropies rounded to float16 as the pipeline
+patches them) and the mean patch length. ``small`` is the bundled, trained model; ``tiny`` and
+``paper-100m`` are randomly initialised (their boundary figures say less).
+
 Roofline: each row also gives the useful model FLOP rate (matrix multiplies of the real
 positions, :func:`bltdata.entropy.model.forward_flops`; padding not counted) as a share of
-this machine's measured fp32 matrix-multiply peak (a 2048² ``torch.mm`` on the same threads).
-A method at x % of that peak cannot be sped up by more than 100/x by any batching.
+this machine's measured matrix-multiply peak *in that row's precision* (best of three shapes
+on the same threads: ``torch.mm`` in fp32 and bf16, ``torch._int_mm`` for int8). A method at
+x % of its peak cannot be sped up by more than 100/x by any batching.
 
 On CUDA it also measures ``paper-100m`` in bf16 and its model FLOP utilisation,
 2 · parameters · bytes/s ÷ peak.
 
-    python benchmarks/bench_entropy.py                       # CPU: tiny + small, all three corpora
+    python benchmarks/bench_entropy.py     # CPU: tiny + small (3 corpora), paper-100m (256 KB of `short`)
     python benchmarks/bench_entropy.py --threads 1 --cpu-time   # on a busy shared machine
 """
 from __future__ import annotations
@@ -41,7 +51,7 @@ import numpy as np
 import torch
 
 from bltdata.entropy.engine import EntropyEngine, entropies_from_logits
-from bltdata.entropy.model import EntropyModel, KVCache, forward_flops, preset
+from bltdata.entropy.model import PRESETS, EntropyModel, KVCache, forward_flops, preset
 from bltdata.ids import bytes_to_ids
 
 REFERENCE_LEN = 8192
@@ -94,18 +104,19 @@ def useful_flops(config, docs) -> float:
     return sum(forward_flops(config, len(d) + 1) for d in docs)
 
 
-def run_engine(model, docs, device, batch_bytes, chunk_len, compile_model=False) -> dict:
-    engine = EntropyEngine(model, device=device, batch_bytes=batch_bytes, chunk_len=chunk_len, compile=compile_model)
+def run_engine(model, docs, device, batch_bytes, chunk_len, compile_model=False, precision=None) -> dict:
+    engine = EntropyEngine(model, device=device, batch_bytes=batch_bytes, chunk_len=chunk_len, compile=compile_model,
+                           precision=precision)
     by_length = sorted(docs, key=len)  # warm-up (and compilation) on every kind of chunk: short, dense, local, cached
     engine.score([by_length[int(q * (len(docs) - 1))] for q in (0.0, 0.25, 0.5, 0.75, 0.95, 1.0)])
     engine.stats.__init__()
     _sync(device)
     started, cpu_started = time.perf_counter(), time.process_time()
-    engine.score(docs)
+    entropies = engine.score(docs)
     _sync(device)
     return {"bytes": engine.stats.bytes, "seconds": time.perf_counter() - started,
             "cpu_seconds": time.process_time() - cpu_started, "padding_waste": engine.stats.padding_waste,
-            "docs": len(docs), "flops": useful_flops(model.config, docs)}
+            "docs": len(docs), "flops": useful_flops(model.config, docs), "entropies": entropies}
 
 
 def run_alone(model, docs, device, chunk_len, budget_s) -> dict:
@@ -152,31 +163,159 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+PEAK_SHAPES = ((2048, 2048, 2048), (4096, 256, 768), (4096, 768, 256))  # (M, K, N)
+
+
+def matmul_peaks_cpu(repeats: int = 10) -> dict[str, float]:
+    """Best GFLOP/s of a CPU matrix multiply per precision, over :data:`PEAK_SHAPES`.
+
+    fp32 and bf16: ``torch.mm``; int8: ``torch._int_mm`` (int8 × int8 → int32, VNNI), the
+    kernel the ``int8`` precision runs. Each row's useful FLOP rate is divided by the peak
+    of its own precision.
+    """
+    peaks = {}
+    for precision in PRECISIONS:
+        best = 0.0
+        for m, k, n in PEAK_SHAPES:
+            if precision == "int8":
+                a, b = (torch.randint(-127, 128, shape, dtype=torch.int8) for shape in ((m, k), (k, n)))
+                op = torch._int_mm
+            else:
+                dtype = torch.float32 if precision == "fp32" else torch.bfloat16
+                a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+                op = torch.mm
+            best = max(best, 2 * m * k * n / _best_time(lambda: op(a, b), repeats) / 1e9)
+        peaks[precision] = best
+    return peaks
+
+
+def _best_time(fn, repeats: int) -> float:
+    fn(), fn()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def patch_stats(docs, entropies, threshold: float):
+    """Boundary sets (one int array of global byte offsets) and the mean patch length, on
+    entropies rounded to float16 as the pipeline patches them."""
+    from bltdata.patching import PatcherConfig, patch_lengths
+
+    config = PatcherConfig(mode="entropy", threshold=threshold)
+    starts, base, patches = [], 0, 0
+    for data, h in zip(docs, entropies):
+        lengths = patch_lengths(config, data, h.astype(np.float16).astype(np.float32))
+        starts.append(base + np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else np.zeros(0, np.int64))
+        base, patches = base + len(data), patches + len(lengths)
+    return np.concatenate(starts), base / max(patches, 1)
+
+
+def boundary_agreement(starts, reference) -> float:
+    """|B ∩ B_fp32| / |B ∪ B_fp32| over the patch starts of the corpus (1.0: identical patches)."""
+    union = np.union1d(starts, reference).size
+    return np.intersect1d(starts, reference).size / union if union else 1.0
+
+
+def threshold_for(preset_name: str, docs, fp32_entropies) -> float:
+    """The bundled model's recommended θ for ``small``; for the random presets the θ giving
+    4.5-byte patches on the fp32 entropies (the same θ for every precision)."""
+    if preset_name == "small":
+        from bltdata.entropy.checkpoint import read_config
+
+        return read_config("default")["recommended_threshold"]
+    from bltdata.patching import PatcherConfig, calibrate_threshold
+
+    flat = np.concatenate([h[:-1] for h in fp32_entropies]).astype(np.float16).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+    return calibrate_threshold(flat, offsets, 4.5, PatcherConfig(mode="entropy"))
+
+
+def cpu_model(preset_name: str):
+    """``small`` is the bundled, trained model; the other presets are randomly initialised."""
+    if preset_name == "small":
+        from bltdata.entropy.checkpoint import load_checkpoint
+
+        return load_checkpoint("default")
+    model = EntropyModel(preset(preset_name)).eval()
+    model.reset_parameters(seed=0)
+    return model
+
+
 def bench_cpu(args) -> list[dict]:
-    peak = matmul_peak_gflops("cpu")
-    print(f"fp32 matmul peak (2048² torch.mm, {torch.get_num_threads()} threads): {peak:.1f} GFLOP/s")
+    peaks = matmul_peaks_cpu()
+    print("matmul peaks (best of " + ", ".join("×".join(map(str, s)) for s in PEAK_SHAPES)
+          + f"; {torch.get_num_threads()} threads): "
+          + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
+    print("| preset | corpus | method | docs | bytes/s | × alone fp32 | × pad8192 | useful FLOP rate | "
+          "share of its precision's peak | boundary agreement with fp32 | mean patch | padding |")
     rows = []
-    corpora = {kind: make_corpus(kind, args.corpus_bytes, seed=1) for kind in args.corpora}
     for preset_name in args.presets:
-        model = EntropyModel(preset(preset_name)).eval()
-        for kind, docs in corpora.items():
-            subset = [docs[i] for i in spread_order([len(d) for d in docs])]
-            results = {
-                "engine": run_engine(model, docs, "cpu", args.batch_bytes, args.chunk_len),
-                "alone": run_alone(model, subset, "cpu", args.chunk_len, args.budget),
-                "pad8192": run_pad8192(model, subset, "cpu", args.budget),
-            }
-            clock = "cpu_seconds" if args.cpu_time else "seconds"
-            base = results["engine"]["bytes"] / results["engine"][clock]
-            for method, r in results.items():
-                speed = r["bytes"] / r[clock]
-                gflops = r["flops"] / r[clock] / 1e9
-                rows.append({"device": "cpu", "preset": preset_name, "corpus": kind, "method": method,
-                             "docs": r["docs"], "bytes": r["bytes"], "bytes_per_s": speed,
-                             "padding_waste": r["padding_waste"], "engine_speedup": base / speed,
-                             "gflops": gflops, "peak_share": gflops / peak})
-                print(_row(rows[-1]), flush=True)
+        model = cpu_model(preset_name)
+        corpus_bytes = args.paper_bytes if preset_name == "paper-100m" else args.corpus_bytes
+        for kind in (args.paper_corpora if preset_name == "paper-100m" else args.corpora):
+            docs = make_corpus(kind, corpus_bytes, seed=1)
+            rows += bench_cpu_corpus(args, model, preset_name, kind, docs, peaks)
     return rows
+
+
+def bench_cpu_corpus(args, model, preset_name, kind, docs, peaks) -> list[dict]:
+    """One preset × corpus: the engine in each precision beside the fp32 per-document loop
+    and the fp32 pad-to-8192 preprocessing."""
+    clock = "cpu_seconds" if args.cpu_time else "seconds"
+    subset = [docs[i] for i in spread_order([len(d) for d in docs])]
+    baselines = {"alone": run_alone(model, subset, "cpu", args.chunk_len, args.budget),
+                 "pad8192": run_pad8192(model, subset, "cpu", args.budget)}
+    speed = {name: r["bytes"] / r[clock] for name, r in baselines.items()}
+    rows, reference, threshold = [], None, None
+    for precision in args.precisions:
+        r = run_engine(model, docs, "cpu", args.batch_bytes, args.chunk_len, precision=precision)
+        if reference is None:  # fp32 runs first: the boundaries the others are compared with
+            threshold = threshold_for(preset_name, docs, r["entropies"])
+        starts, mean_patch = patch_stats(docs, r["entropies"], threshold)
+        reference = starts if reference is None else reference
+        bytes_per_s = r["bytes"] / r[clock]
+        gflops = r["flops"] / r[clock] / 1e9
+        rows.append({"device": "cpu", "preset": preset_name, "corpus": kind, "method": f"engine {precision}",
+                     "precision": precision, "docs": r["docs"], "bytes": r["bytes"], "bytes_per_s": bytes_per_s,
+                     "padding_waste": r["padding_waste"], "vs_alone_fp32": bytes_per_s / speed["alone"],
+                     "vs_pad8192": bytes_per_s / speed["pad8192"], "gflops": gflops,
+                     "peak_share": gflops / peaks[precision], "boundary_agreement": boundary_agreement(starts, reference),
+                     "mean_patch": mean_patch, "threshold": threshold})
+        print(_cpu_row(rows[-1]), flush=True)
+    for name, r in baselines.items():
+        gflops = r["flops"] / r[clock] / 1e9
+        rows.append({"device": "cpu", "preset": preset_name, "corpus": kind, "method": f"{name} fp32",
+                     "precision": "fp32", "docs": r["docs"], "bytes": r["bytes"], "bytes_per_s": speed[name],
+                     "padding_waste": r["padding_waste"], "gflops": gflops, "peak_share": gflops / peaks["fp32"]})
+        print(_cpu_row(rows[-1]), flush=True)
+    return rows
+
+
+def profile_engine(args) -> None:
+    """torch.profiler's top operators of the bundled ``small`` model scoring the ``short`` corpus,
+    per precision (self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, docs = cpu_model("small"), make_corpus("short", args.profile_bytes, seed=1)
+    for precision in args.precisions:
+        engine = EntropyEngine(model, device="cpu", batch_bytes=args.batch_bytes, chunk_len=args.chunk_len,
+                               precision=precision)
+        engine.score(docs[:20])
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            engine.score(docs)
+        print(f"small, {precision}, {sum(map(len, docs)):,} bytes of `short`:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows), flush=True)
+
+
+def _cpu_row(r: dict) -> str:
+    ratios = (f"{r['vs_alone_fp32']:.2f}x | {r['vs_pad8192']:.1f}x" if "vs_alone_fp32" in r else " | ")
+    patches = (f"{r['boundary_agreement']:.3f} | {r['mean_patch']:.2f}" if "mean_patch" in r else " | ")
+    return (f"| {r['preset']} | {r['corpus']} | {r['method']} | {r['docs']} | {r['bytes_per_s'] / 1e3:.2f} kB/s | "
+            f"{ratios} | {r['gflops']:.1f} GFLOP/s | {r['peak_share']:.0%} | {patches} | {r['padding_waste']:.1%} |")
 
 
 def bench_cuda(args) -> list[dict]:
@@ -212,10 +351,14 @@ def _row(r: dict) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "small", "paper-100m"], choices=sorted(PRESETS))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                        help="engine precisions (fp32 first: the others' boundaries are compared with it)")
     parser.add_argument("--corpora", nargs="+", default=["snippets", "short", "mixed"],
                         choices=["snippets", "short", "mixed"])
     parser.add_argument("--corpus-bytes", type=int, default=400_000)
+    parser.add_argument("--paper-bytes", type=int, default=262_144, help="corpus size for paper-100m")
+    parser.add_argument("--paper-corpora", nargs="+", default=["short"], choices=["snippets", "short", "mixed"])
     parser.add_argument("--batch-bytes", type=int, help="engine budget [default: the engine's CPU default]")
     parser.add_argument("--chunk-len", type=int, default=1024)
     parser.add_argument("--budget", type=float, default=12.0, help="CPU seconds per baseline (alone, pad8192)")
@@ -231,15 +374,21 @@ def main(argv=None):
                         help="also time torch.compile on CUDA (first budget and chunk length)")
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the table: torch.profiler's top operators of `small` per precision")
+    parser.add_argument("--profile-bytes", type=int, default=60_000)
+    parser.add_argument("--profile-rows", type=int, default=5)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads")
-    print("| device | preset | corpus | method | docs | bytes/s | padding | vs engine (CPU) or MFU (GPU) | useful FLOP rate |")
+    if args.profile:
+        return profile_engine(args)
     rows = [] if args.no_cpu else bench_cpu(args)
     if torch.cuda.is_available():
+        print("| device | preset | corpus | method | docs | bytes/s | padding | MFU | useful FLOP rate |")
         rows += bench_cuda(args)
     if args.json:
         with open(args.json, "w") as f:

@@ -5,10 +5,11 @@ the slice is smaller than asked), then, in one run:
   1. the bare engine: read the documents in Python and `EntropyEngine.score` them;
   2. the Beam pipeline with 1 worker (FnApiRunner), entropy mode, default options;
   3. the Beam pipeline with 2 workers (multi-processing), on the corpus split in 4 files.
-Prints bytes/s of each, the pipeline/engine ratio (target ≥ 0.8 at 1 worker) and the 2-worker
-speed-up. Usage:
+Prints bytes/s of each, the pipeline/engine ratio (target ≥ 0.9 at 1 worker), the pipeline's
+own time split (the workers' timing counters, as `bltdata patch` prints it) and the 2-worker
+speed-up. Engine and pipeline run in the same `--precision` (default: the hardware's). Usage:
 
-    python benchmarks/bench_pipeline.py --mb 20 [--model default|tiny-random|DIR] [--batch-bytes 65536]
+    python benchmarks/bench_pipeline.py --mb 20 [--model default|tiny-random|DIR] [--batch-bytes 65536] [--precision bf16]
 
 `tiny-random` is a randomly initialised `tiny` preset (fast enough to push 20 MB through three
 runs on a laptop CPU; θ is calibrated to 4.5-byte patches so the patch count is realistic).
@@ -60,12 +61,12 @@ def materialize_model(name: str, directory: Path) -> str:
     return str(save_checkpoint(model, directory / "tiny-random", preset="tiny", name="tiny-random"))
 
 
-def bench_engine(paths, model: str, batch_bytes: int) -> float:
+def bench_engine(paths, model: str, batch_bytes: int, precision: str) -> float:
     from bltdata import readers
     from bltdata.entropy.checkpoint import load_checkpoint
     from bltdata.entropy.engine import EntropyEngine
 
-    engine = EntropyEngine(load_checkpoint(model), batch_bytes=batch_bytes)
+    engine = EntropyEngine(load_checkpoint(model), batch_bytes=batch_bytes, precision=precision)
     started = time.perf_counter()
     total = 0
     for f in readers.list_inputs([str(p) for p in paths]):
@@ -75,17 +76,20 @@ def bench_engine(paths, model: str, batch_bytes: int) -> float:
     return total / (time.perf_counter() - started)
 
 
-def bench_pipeline(paths, out: Path, model: str, batch_bytes: int, workers: int) -> float:
+def bench_pipeline(paths, out: Path, model: str, batch_bytes: int, workers: int, precision: str) -> tuple[float, str]:
     from bltdata.pipelines import patch as pipeline
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     job = pipeline.PatchJob(inputs=[str(p) for p in paths], output=str(out), model=model, batch_bytes=batch_bytes,
-                            target_patch_size=4.5, threads=threads)
+                            target_patch_size=4.5, threads=threads, precision=precision)
     prepared = pipeline.prepare(job)
     started = time.perf_counter()
     result, _ = pipeline.run_job(job, workers=workers, prepared=prepared)
     elapsed = time.perf_counter() - started
-    return pipeline.metric_totals(result)["bytes"] / elapsed
+    from bltdata.cli.patch import _time_split
+
+    counters = pipeline.metric_totals(result)
+    return counters["bytes"] / elapsed, _time_split(counters, elapsed, prepared.seconds)
 
 
 def main():
@@ -94,6 +98,7 @@ def main():
     parser.add_argument("--model", default="default")
     parser.add_argument("--batch-bytes", type=int, default=4096, help="Engine tokens per forward pass.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary directory.")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bltdata-bench-"))
     try:
@@ -101,9 +106,13 @@ def main():
         args.model = materialize_model(args.model, work)
         print(f"corpus: {size / 1e6:.1f} MB in {len(paths)} files; model {args.model}; "
               f"batch {args.batch_bytes} tokens; {os.cpu_count()} CPUs")
-        engine = bench_engine(paths, args.model, args.batch_bytes)
-        one = bench_pipeline(paths, work / "out1", args.model, args.batch_bytes, workers=1)
-        two = bench_pipeline(paths, work / "out2", args.model, args.batch_bytes, workers=2)
+        from bltdata.device import job_precision
+
+        precision = job_precision(args.precision, "cpu")
+        print(f"precision {precision}")
+        engine = bench_engine(paths, args.model, args.batch_bytes, precision)
+        one, split_one = bench_pipeline(paths, work / "out1", args.model, args.batch_bytes, 1, precision)
+        two, split_two = bench_pipeline(paths, work / "out2", args.model, args.batch_bytes, 2, precision)
         same = sorted(p.read_bytes() for p in (work / "out1").glob("*.parquet")) == \
             sorted(p.read_bytes() for p in (work / "out2").glob("*.parquet"))
         print(f"{'what':<28}{'MB/s':>10}")
@@ -111,6 +120,7 @@ def main():
         print(f"{'bltdata patch, 1 worker':<28}{one / 1e6:>10.3f}   ({one / engine:.0%} of the engine)")
         print(f"{'bltdata patch, 2 workers':<28}{two / 1e6:>10.3f}   ({two / one:.2f}x 1 worker)")
         print(f"shards identical between 1 and 2 workers: {same}")
+        print(f"1 worker:  {split_one}\n2 workers: {split_two} (summed over workers)")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,5 +1,13 @@
-"""Where torch work runs: resolving `--device` and the CPU thread count, in one place."""
+"""Where torch work runs: resolving `--device`, the CPU thread count and the entropy model's
+numeric precision (`--precision`), in one place."""
 from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def resolve_device(name: str) -> str:
@@ -23,3 +31,72 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_fast_bf16(flags: set[str] | None = None) -> bool:
+    """True when the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16).
+
+    torch's own probes (``torch.cpu._is_avx512_bf16_supported`` / ``_is_amx_tile_supported``)
+    answer first; /proc/cpuinfo is the fall-back. ``torch.ops.mkldnn._is_mkldnn_bf16_supported``
+    is not used: it is true on any AVX512 CPU, where oneDNN emulates bf16 (slower than fp32).
+    """
+    if flags is None:
+        import torch
+
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        try:
+            if any(probe() for probe in probes if probe is not None):
+                return True
+        except RuntimeError:  # a probe that cannot run here: ask the kernel instead
+            pass
+        flags = cpu_flags()
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def default_precision(device: str) -> str:
+    """What the hardware runs fastest without integer quantisation: bf16 where there is a bf16
+    unit (CUDA with bf16, a CPU with AVX512-BF16/AMX), fp32 elsewhere.
+
+    int8 is never chosen by default: it changes entropies more (see the README's table).
+    """
+    import torch
+
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def resolve_precision(name: str | None, device: str) -> str:
+    """`auto`/None → :func:`default_precision`; otherwise one of PRECISIONS (ValueError if not)."""
+    if name in (None, "auto"):
+        return default_precision(device)
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; choose from auto, {', '.join(PRECISIONS)}")
+    return name
+
+
+def job_precision(precision: str | None, device: str) -> str:
+    """The precision a job records and its workers use: like :func:`resolve_precision`, but
+    callable where the job is launched, which may lack the workers' device. ``auto`` device:
+    CUDA when usable here; ``cuda`` without CUDA here (a launcher for GPU workers): bf16."""
+    import torch
+
+    if precision not in (None, "auto"):
+        return resolve_precision(precision, device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "bf16"
+    return default_precision(device)

@@ -37,6 +37,9 @@ def _load_documents(inputs, max_bytes=None):
 
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                              show_default=True, help="Where the model runs.")
+precision_option = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto",
+                                show_default=True, help="Model arithmetic; must match the one the shards are made "
+                                "with (auto: bf16 on CUDA and CPUs with AVX512-BF16/AMX, else fp32).")
 threads_option = click.option("--threads", type=click.IntRange(min=1),
                               help="CPU threads for torch [default: torch's choice]. Use 1 on a busy machine.")
 
@@ -193,9 +196,10 @@ def _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmu
 @click.option("--table/--no-table", default=True, show_default=True, help="Print one line per byte.")
 @click.option("--color/--no-color", default=None, help="Colour the patches [default: on a terminal].")
 @device_option
+@precision_option
 @threads_option
 def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_length, table, color, device,
-          threads):
+          precision, threads):
     """Print per-byte entropies of a text and the patches they give.
 
     Each table line is: byte offset, the byte, its entropy H (nats; the model's
@@ -220,7 +224,8 @@ def score(model_dir, text, file_, threshold, target_patch_size, mode, max_patch_
 
     from bltdata.entropy.calibrate import choose_threshold
 
-    entropies = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device)).score([data])[0]
+    entropies = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device),
+                              precision=precision).score([data])[0]
     config = PatcherConfig(mode=mode, threshold=DEFAULT_THRESHOLD, max_patch_length=max_patch_length)
     try:
         choice = choose_threshold(model_dir, mode, threshold=threshold, target_patch_size=target_patch_size,
@@ -271,8 +276,10 @@ def _print_patches(data: bytes, lengths, color) -> None:
 @click.option("--write", is_flag=True,
               help="Record θ in MODEL_DIR/config.json as its recommended θ (entropy mode; not for `default`).")
 @device_option
+@precision_option
 @threads_option
-def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, write, device, threads):
+def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, sample_bytes, write, device, precision,
+              threads):
     """Print the θ giving a mean patch length of --target-patch-size on INPUT....
 
     θ is printed alone on stdout (for scripts); a summary goes to stderr. With --write, θ
@@ -295,7 +302,7 @@ def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, samp
         raise click.UsageError("--write records an entropy-mode θ (the recommended θ); drop --mode monotonic")
     set_threads(threads)
     docs = _load_documents(inputs, max_bytes=sample_bytes)
-    engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device))
+    engine = EntropyEngine(_load_model(model_dir, _device(device)), device=_device(device), precision=precision)
     try:
         theta, summary = calibrate_from_documents(engine, docs, target_patch_size,
                                                   PatcherConfig(mode=mode, max_patch_length=max_patch_length),

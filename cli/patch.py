@@ -44,6 +44,9 @@ def _split_beam_args(arguments):
 @click.option("--compile", is_flag=True,
               help="torch.compile the entropy model in each worker: for long CUDA runs; costs a warm-up "
                    "per worker, and on CPU needs a C++ compiler.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
+              help="Entropy model arithmetic (changes the entropies; recorded in the manifest). auto: bf16 on "
+                   "CUDA and on CPUs with AVX512-BF16/AMX, else fp32.")
 @click.option("--runner", default="FnApiRunner", show_default=True,
               help="Beam runner (DataflowRunner, FlinkRunner, ...; pass their options after --).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")
@@ -108,7 +111,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
             "skipped": len(prepared.files) - len(prepared.pending), "output": prepared.job.output,
             "rejected_dir": fs.join(prepared.job.output, shards.REJECTED_DIR),
             "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode,
-            "threshold_choice": prepared.threshold_choice}
+            "threshold_choice": prepared.threshold_choice, "prepare": prepared.seconds}
 
 
 def _draw_progress(thread, output, total, show, jobs):
@@ -136,6 +139,7 @@ def _print_summary(summary):
         f"{c.get('patches', 0):,} patches, {c.get('rejected', 0):,} rejected "
         f"({summary['skipped']} input(s) already done, skipped)",
         f"pipeline time     {wall:.1f} s ({processed / wall / 1e6:.3f} MB/s of document bytes)",
+        _time_split(c, wall, summary.get("prepare", 0.0)),
         f"dataset           {t['shards']:,} shards, {t['documents']:,} documents, {t['bytes']:,} bytes, "
         f"{t['patches']:,} patches, {t['rejected']:,} rejected",
         f"mean patch        {mean:.3f} bytes (mode {summary['mode']}"
@@ -153,6 +157,18 @@ def _threshold_lines(choice, mode, mean):
         return []
     warning = choice.mismatch(mean)
     return [f"threshold         {choice.describe()}"] + ([f"WARNING           {warning}"] if warning else [])
+
+
+TIME_SPLIT = (("read", "read_ms"), ("model load", "load_ms"), ("entropies", "score_ms"), ("patch", "patch_ms"),
+              ("write", "write_ms"))
+
+
+def _time_split(counters, wall, prepare):
+    """Where the pipeline time went, from the workers' timing counters (summed over workers)."""
+    spent = {name: counters.get(key, 0) / 1000 for name, key in TIME_SPLIT}
+    parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in spent.items())
+    return (f"time split        {parts}, other (Beam start-up, scheduling) {max(0.0, wall - sum(spent.values())):.1f} s"
+            f"; before it: prepare (listing, calibration) {prepare:.1f} s")
 
 
 @click.command()

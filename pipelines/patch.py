@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import io
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -34,7 +35,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers
-from bltdata.device import resolve_device, set_threads
+from bltdata.device import PRECISIONS, job_precision, resolve_device, set_threads
 from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class PatchJob:
     device: str = "auto"
     threads: int | None = None  # torch threads per worker process (None: torch's default)
     compile: bool = False  # torch.compile the entropy model in each worker
+    precision: str = "auto"  # fp32 / bf16 / int8; auto: the device's default (resolved by `prepare`)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -78,6 +80,8 @@ class PatchJob:
             raise ValueError(f"--target-patch-size calibrates θ of the entropy/monotonic modes, not {self.mode!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.precision not in ("auto",) + PRECISIONS:
+            raise ValueError(f"--precision must be auto, {', '.join(PRECISIONS)}, not {self.precision!r}")
         if (self.batch_bytes is not None and self.batch_bytes < 1) or self.shard_bytes < 1:
             raise ValueError("--batch-bytes and --shard-bytes must be positive")
 
@@ -102,6 +106,7 @@ class PreparedJob:
     entropy_model: dict | None
     params: dict = field(default_factory=dict)
     threshold_choice: object = None  # bltdata.entropy.calibrate.ThresholdChoice (θ, its source, its target)
+    seconds: float = 0.0  # spent preparing (listing, calibration), before the pipeline runs
 
 
 # ----------------------------------------------------------------------------- DoFns
@@ -216,23 +221,39 @@ class EntropyModelHandler(ModelHandler):
     """
 
     def __init__(self, model: str, *, device: str, batch_bytes: int, threads: int | None = None,
-                 compile: bool = False):
+                 compile: bool = False, precision: str = "auto"):
         super().__init__()
         self.model, self.device, self.batch_bytes, self.threads = model, device, batch_bytes, threads
-        self.compile = compile
+        self.compile, self.precision = compile, precision
+        self.load_ms = Metrics.counter(METRICS_NAMESPACE, "load_ms")
+        self.score_ms = Metrics.counter(METRICS_NAMESPACE, "score_ms")
 
     def load_model(self):
         from bltdata.entropy.checkpoint import load_checkpoint
         from bltdata.entropy.engine import EntropyEngine
 
+        started = time.perf_counter()
         set_threads(self.threads)
         device = resolve_device(self.device)
         model = load_checkpoint(self.model, device=device)
-        return EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile)
+        engine = EntropyEngine(model, device=device, batch_bytes=self.batch_bytes, compile=self.compile,
+                               precision=self.precision)
+        engine.unreported_load_ms = int(1000 * (time.perf_counter() - started))  # counted at the first batch
+        return engine
 
     def run_inference(self, batch: Sequence[batching.DocBatch], model, inference_args=None):
+        started = time.perf_counter()
+        if getattr(model, "threads_set_in", None) != threading.get_ident():
+            # torch's thread count must be set in the thread that runs the model: Beam calls
+            # load_model in another one, and there 2 threads ran 13-25× slower than 1 (measured)
+            set_threads(self.threads)
+            model.threads_set_in = threading.get_ident()
         for doc_batch in batch:
             doc_batch.entropies = model.score(doc_batch.data) if doc_batch.data else []
+        self.score_ms.inc(int(1000 * (time.perf_counter() - started)))
+        if getattr(model, "unreported_load_ms", 0):  # load_model runs outside a bundle, where counters are lost
+            self.load_ms.inc(model.unreported_load_ms)
+            model.unreported_load_ms = 0
         return list(batch)
 
     def get_num_bytes(self, batch: Sequence[batching.DocBatch]) -> int:
@@ -321,7 +342,7 @@ class PatchCorpus(beam.PTransform):
                    | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
         if job.needs_model:
             handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
-                                          threads=job.threads, compile=job.compile)
+                                          threads=job.threads, compile=job.compile, precision=job.precision)
             batches = batches | "ScoreEntropies" >> RunInference(handler)
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
@@ -341,6 +362,8 @@ def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
 
 def prepare(job: PatchJob) -> PreparedJob:
     """List inputs, identify the model, choose θ, and check/create the output directory."""
+    started = time.perf_counter()
+    job = dataclasses.replace(job, precision=job_precision(job.precision, job.device))  # workers use what is recorded
     files = readers.list_inputs(job.inputs, exclude=[job.output])
     entropy_model = None
     if job.needs_model:
@@ -359,19 +382,7 @@ def prepare(job: PatchJob) -> PreparedJob:
     jobs.changed_inputs(job.output, [(records[f.source], fs.input_stat(f.path)) for f in files if records[f.source]])
     pending = [f for f in files if records[f.source] is None]
     return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
-                       params=params, threshold_choice=theta)
-
-
-def recommended_threshold(model: str) -> float | None:
-    """The entropy-mode θ a checkpoint recommends (`recommended_threshold` in its config.json).
-
-    θ is a property of the model: the reference's 1.3354 suits the reference model, while
-    the bundled default model gives ~1.5-byte patches with it; its config records the θ
-    calibrated to 4.5-byte patches. Checkpoints without one fall back to the reference θ.
-    """
-    from bltdata.entropy.checkpoint import read_config
-
-    return read_config(model).get("recommended_threshold")
+                       params=params, threshold_choice=theta, seconds=time.perf_counter() - started)
 
 
 def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:
@@ -379,6 +390,7 @@ def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict
 
     Batch size, device, compilation and worker count are left out: they must not change the
     output (beyond float rounding on CUDA, where bf16 kernels differ by device and shape).
+    The precision is in (when a model is used): fp32, bf16 and int8 give different entropies.
     """
     return {
         "sources": [f.source for f in files],
@@ -389,6 +401,7 @@ def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict
         "text_field": job.text_field,
         "id_field": job.id_field,
         "shard_bytes": job.shard_bytes,
+        **({"precision": job.precision} if job.needs_model else {}),  # it changes the entropies
     }
 
 
@@ -400,7 +413,8 @@ def calibrate(job: PatchJob, files: list[readers.InputFile]) -> float:
 
     set_threads(job.threads)
     device = resolve_device(job.device)
-    engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes)
+    engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes,
+                           precision=job.precision)
     documents = (record.data for f in files
                  for record in readers.read_input(f, text_field=job.text_field, id_field=job.id_field)
                  if isinstance(record, readers.Document))
@@ -471,6 +485,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--compile", action="store_true", help="torch.compile the entropy model")
+    parser.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS)
     known, beam_args = parser.parse_known_args(argv)
     workers = known.workers
     fields = {f.name for f in dataclasses.fields(PatchJob)}

@@ -28,7 +28,7 @@ def test_cuda_bf16_engine_matches_cpu():
     model.reset_parameters(seed=0)
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 3000, size=40)]
-    cpu = EntropyEngine(model, device="cpu").score(docs)
+    cpu = EntropyEngine(model, device="cpu", precision="fp32").score(docs)
     gpu = EntropyEngine(model, device="cuda").score(docs)
     assert len(gpu) == len(docs)
     worst = max(float(np.abs(a - b).max()) for a, b in zip(cpu, gpu))

@@ -29,6 +29,11 @@ def _docs(lengths, seed=0) -> list[bytes]:
     return docs
 
 
+def _fp32_engine(model, **options) -> EntropyEngine:
+    """The exactness tests pin fp32: the default precision is the device's (bf16 on a bf16 CPU)."""
+    return EntropyEngine(model, precision="fp32", **options)
+
+
 def _alone(model, doc: bytes) -> np.ndarray:
     """Reference: the whole document in one forward pass, no batching, no chunking."""
     with torch.inference_mode():
@@ -50,7 +55,7 @@ def reference(model):
                                                    (1000, 33), (300, WINDOW - 1), (1 << 16, 1)])
 def test_batched_chunked_equals_alone(model, reference, batch_bytes, chunk_len):
     docs, expected = reference
-    engine = EntropyEngine(model, batch_bytes=batch_bytes, chunk_len=chunk_len)
+    engine = _fp32_engine(model, batch_bytes=batch_bytes, chunk_len=chunk_len)
     got = engine.score(docs)
     assert [len(h) for h in got] == [len(d) + 1 for d in docs]
     worst = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
@@ -63,7 +68,7 @@ def test_long_document_20x_window(model, reference):
     long_doc, want = docs[LENGTHS.index(20 * WINDOW + 17)], expected[LENGTHS.index(20 * WINDOW + 17)]
     assert len(long_doc) > 20 * WINDOW
     for chunk_len in (7, WINDOW, 3 * WINDOW + 5, 512):
-        got = EntropyEngine(model, chunk_len=chunk_len).score([long_doc])[0]
+        got = _fp32_engine(model, chunk_len=chunk_len).score([long_doc])[0]
         assert np.abs(got - want).max() <= TOLERANCE
 
 
@@ -75,7 +80,7 @@ def test_result_does_not_depend_on_batch_mix(model, reference, seed):
     order = rng.permutation(len(docs))
     extra = _docs(rng.integers(0, 500, 5).tolist(), seed=seed + 10)
     mixed = [docs[i] for i in order] + extra
-    got = EntropyEngine(model, batch_bytes=int(rng.integers(200, 3000)), chunk_len=int(rng.integers(20, 300))).score(mixed)
+    got = _fp32_engine(model, batch_bytes=int(rng.integers(200, 3000)), chunk_len=int(rng.integers(20, 300))).score(mixed)
     checked = 0
     for position, index in enumerate(order):
         assert np.abs(got[position] - expected[index]).max() <= TOLERANCE
@@ -84,8 +89,8 @@ def test_result_does_not_depend_on_batch_mix(model, reference, seed):
 
 
 def test_empty_document_gives_one_value(model):
-    assert EntropyEngine(model).score([]) == []
-    got = EntropyEngine(model).score([b"", b"a", b""])
+    assert _fp32_engine(model).score([]) == []
+    got = _fp32_engine(model).score([b"", b"a", b""])
     assert [len(h) for h in got] == [1, 2, 1]
     assert got[0].dtype == np.float32
     assert np.array_equal(got[0], got[2])
@@ -104,7 +109,7 @@ def test_nll_matches_direct_cross_entropy(model):
     with torch.inference_mode():
         logits = model(ids[None, :-1])[0]
     want = torch.nn.functional.cross_entropy(logits, ids[1:], reduction="none").numpy()
-    got = EntropyEngine(model, chunk_len=50).nll([doc])[0]
+    got = _fp32_engine(model, chunk_len=50).nll([doc])[0]
     assert ids[-1] == EOS_ID and len(got) == len(doc) + 1
     assert np.abs(got - want).max() <= TOLERANCE
 
@@ -122,13 +127,13 @@ def test_plan_batches_respects_budget_and_covers_every_document():
 
 
 def test_stats_report_padding(model):
-    engine = EntropyEngine(model, batch_bytes=1 << 20, chunk_len=1 << 20)
+    engine = _fp32_engine(model, batch_bytes=1 << 20, chunk_len=1 << 20)
     engine.score([b"a" * 9, b"b" * 99])  # 10 and 100 positions, padded to buckets 16 and 104
     assert engine.stats.tokens == 110 and engine.stats.padded_tokens == 16 + 104
     assert engine.stats.padding_waste == pytest.approx(1 - 110 / 120)
     assert engine.stats.bytes == 108 and engine.stats.to_dict()["padding_waste"] == pytest.approx(1 - 110 / 120)
     assert engine.stats.batches == 2  # one bucket per batch
-    engine = EntropyEngine(model, batch_bytes=1 << 20, chunk_len=50)
+    engine = _fp32_engine(model, batch_bytes=1 << 20, chunk_len=50)
     engine.score([b"a" * 9, b"b" * 99])  # steps of 50 over bucket 104: 50, 50, then only padding is left
     assert engine.stats.padded_tokens == 16 + 50 + 50 and engine.stats.steps == 3
 
@@ -144,19 +149,19 @@ def test_bucket_lengths_bound_padding():
 def test_entropies_are_bit_identical_across_batchings(model):
     rng = np.random.default_rng(7)
     docs = [rng.integers(0, 256, size=int(n), dtype=np.uint8).tobytes() for n in rng.integers(0, 700, size=60)]
-    reference = EntropyEngine(model, batch_bytes=1 << 20).score(docs)
+    reference = _fp32_engine(model, batch_bytes=1 << 20).score(docs)
     assert len(reference) == 60
     for budget in (64, 1000, 5000):
         shuffled = rng.permutation(len(docs))
-        scored = EntropyEngine(model, batch_bytes=budget).score([docs[i] for i in shuffled])
+        scored = _fp32_engine(model, batch_bytes=budget).score([docs[i] for i in shuffled])
         for position, index in enumerate(shuffled):
             np.testing.assert_array_equal(scored[position], reference[index])
     for doc, expected in zip(docs[:10], reference[:10]):
-        np.testing.assert_array_equal(EntropyEngine(model).score([doc])[0], expected)
+        np.testing.assert_array_equal(_fp32_engine(model).score([doc])[0], expected)
 
 
 def test_engine_rejects_bad_settings(model):
     with pytest.raises(ValueError):
-        EntropyEngine(model, batch_bytes=0)
+        _fp32_engine(model, batch_bytes=0)
     with pytest.raises(ValueError):
-        EntropyEngine(model, chunk_len=0)
+        _fp32_engine(model, chunk_len=0)

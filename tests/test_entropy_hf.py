@@ -198,7 +198,7 @@ def test_hf_patcher_imports_to_the_same_logits_and_entropies(blt, text):
         hf_entropies, _, hf_logits = hf(tokens)
         ours = model.eval()(tokens)
     assert (ours - hf_logits).abs().max() < 1e-4
-    engine_entropies = EntropyEngine(model).score([text])[0]
+    engine_entropies = EntropyEngine(model, precision="fp32").score([text])[0]
     assert engine_entropies.shape == (len(text) + 1,)
     assert np.abs(engine_entropies - hf_entropies[0].numpy()).max() < 1e-4
 
@@ -225,7 +225,7 @@ def test_exported_model_loads_in_transformers_with_the_same_logits(blt, tmp_path
         hf_entropies, _, hf_logits = hf(tokens)
         ours = model(tokens)
     assert (ours - hf_logits).abs().max() < 1e-4
-    assert np.abs(EntropyEngine(model).score([TEXTS[0] * 2])[0] - hf_entropies[0].numpy()).max() < 1e-4
+    assert np.abs(EntropyEngine(model, precision="fp32").score([TEXTS[0] * 2])[0] - hf_entropies[0].numpy()).max() < 1e-4
 
 
 def test_exported_patcher_embeds_in_blt_for_causal_lm(blt):
@@ -262,7 +262,7 @@ def test_patch_boundaries_match_transformers(blt, max_patch_length):
     config, state = from_hf_patcher(hf.config.to_dict(), hf.state_dict())
     model = EntropyModel(config)
     model.load_state_dict(state)
-    engine = EntropyEngine(model)
+    engine = EntropyEngine(model, precision="fp32")
     patcher = PatcherConfig(mode="entropy", threshold=DEFAULT_THRESHOLD, max_patch_length=max_patch_length)
     starts = positions = zero_ends = 0
     for text in TEXTS:

@@ -44,7 +44,7 @@ def test_fp32_cuda_results_do_not_depend_on_batching_or_chunking():
 def test_cuda_fp32_equals_cpu_and_bf16_stays_close():
     model = _model(small())
     docs = _docs(2, np.random.default_rng(3).integers(0, 3000, size=30))
-    cpu = EntropyEngine(model, device="cpu").score(docs)
+    cpu = EntropyEngine(model, device="cpu", precision="fp32").score(docs)
     fp32 = EntropyEngine(model, device="cuda", dtype=torch.float32).score(docs)
     bf16 = EntropyEngine(model, device="cuda").score(docs)
     assert _worst(cpu, fp32) <= 1e-4

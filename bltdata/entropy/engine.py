@@ -18,8 +18,15 @@ exactly as if the document were run alone at full length:
   (and the cache) before the next step.
 
 Results depend only on the document: bit-identical across batchings for a fixed
-``chunk_len``, and |ΔH| ≲ 1e-5 across chunk sizes (float summation order). On CUDA the model runs under bf16 autocast (optionally
-``torch.compile``d); entropies are always computed in float32 from the logits.
+``chunk_len``, and |ΔH| ≲ 1e-5 across chunk sizes (float summation order).
+
+**Precision** (``precision=``: ``fp32``, ``bf16``, ``int8``; :mod:`bltdata.entropy.precision`)
+changes the entropies, so it is part of what a result depends on; the default is the
+device's fastest float type (:func:`bltdata.device.default_precision`: bf16 on a CPU with
+AVX512-BF16/AMX and on CUDA, fp32 otherwise). The guarantee above holds per precision: for a
+given precision the entropies are bit-identical across batchings on the CPU. On CUDA bf16
+runs the model under autocast (optionally ``torch.compile``d); entropies are always
+computed in float32 from the logits (float32 logits on the CPU in every precision).
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ import numpy as np
 import torch
 
 from bltdata.entropy.model import EntropyModel, KVCache
+from bltdata.entropy.precision import convert_model
 from bltdata.ids import BOS_ID, EOS_ID, OFFSET, PAD_ID
 
 logger = logging.getLogger(__name__)
@@ -117,19 +125,32 @@ class EntropyEngine:
     """Scores documents (bytes) with an :class:`EntropyModel`; see the module docstring."""
 
     def __init__(self, model: EntropyModel, *, device: str | torch.device = "cpu", batch_bytes: int | None = None,
-                 chunk_len: int | None = None, dtype: torch.dtype | None = None, compile: bool = False):
+                 chunk_len: int | None = None, precision: str | None = None, dtype: torch.dtype | None = None,
+                 compile: bool = False):
         self.device = torch.device(device)
         defaults = GPU_DEFAULTS if self.device.type == "cuda" else CPU_DEFAULTS
         batch_bytes = defaults["batch_bytes"] if batch_bytes is None else batch_bytes
         chunk_len = defaults["chunk_len"] if chunk_len is None else chunk_len
         if batch_bytes < 1 or chunk_len < 1:
             raise ValueError(f"batch_bytes ({batch_bytes}) and chunk_len ({chunk_len}) must be positive")
-        self.dtype = dtype if dtype is not None else (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.precision = _precision(precision, dtype, self.device)
         self.model = model.to(self.device).eval()
+        self._run_model = self._converted_model()
         self.window = model.config.window
         self.batch_bytes, self.chunk_len = batch_bytes, chunk_len
-        self._forward = torch.compile(self.model, dynamic=True) if compile else self.model
+        self._forward = torch.compile(self._run_model, dynamic=True) if compile else self._run_model
         self.stats = EngineStats()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point type of the matrix multiplies (int8: of the parts not quantised)."""
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    def _converted_model(self) -> EntropyModel:
+        """CUDA bf16 runs the fp32 model under autocast (as before); the CPU gets a converted copy."""
+        if self.device.type == "cuda" and self.precision == "bf16":
+            return self.model
+        return convert_model(self.model, self.precision, device=self.device)
 
     def score(self, docs: Sequence[bytes]) -> list[np.ndarray]:
         """Per document of n bytes, its n + 1 entropies H[0..n] (float32, nats)."""
@@ -179,10 +200,23 @@ class EntropyEngine:
         return [outputs[i, :lengths[i]].copy() for i in range(len(docs))]
 
     def _model_step(self, chunk: torch.Tensor, start: int, cache: KVCache) -> torch.Tensor:
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            with torch.autocast("cuda", dtype=self.dtype):
+        if self.device.type == "cuda" and self.precision == "bf16":
+            with torch.autocast("cuda", dtype=torch.bfloat16):
                 return self._forward(chunk, start_pos=start, cache=cache)
         return self._forward(chunk, start_pos=start, cache=cache)
+
+
+def _precision(precision: str | None, dtype: torch.dtype | None, device: torch.device) -> str:
+    """The engine's precision: ``precision`` (None/"auto": the device's default, see
+    :func:`bltdata.device.default_precision`), or the older ``dtype`` spelling of it."""
+    from bltdata.device import resolve_precision
+
+    if dtype is not None:
+        by_dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+        if dtype not in by_dtype or (precision not in (None, "auto") and precision != by_dtype[dtype]):
+            raise ValueError(f"dtype {dtype} does not name a precision (or contradicts precision={precision!r})")
+        return by_dtype[dtype]
+    return resolve_precision(precision, str(device))
 
 
 def _pad_tokens(docs: list[bytes]) -> tuple[torch.Tensor, np.ndarray]:

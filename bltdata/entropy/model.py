@@ -127,7 +127,8 @@ def preset(name: str) -> EntropyModelConfig:
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm computed in float32 (then cast back), with a learned gain."""
+    """Root-mean-square norm computed in float32, with a learned gain; the result has the gain's dtype
+    (a bf16 gain feeds bf16 projections, a float32 one keeps float32)."""
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -135,7 +136,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).type_as(x)
+        return F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps).to(self.weight.dtype)
 
 
 def rope_rotations(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:

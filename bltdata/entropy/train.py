@@ -217,7 +217,7 @@ def evaluate_bpb(model: EntropyModel, heldout: Sequence[bytes], *, device="cpu",
         remaining -= len(sample[-1])
     was_training = model.training
     try:
-        losses = EntropyEngine(model, device=device).nll(sample)
+        losses = EntropyEngine(model, device=device, precision="fp32").nll(sample)  # BPB in fp32
     finally:
         model.train(was_training)
     if cut:
