@@ -107,7 +107,7 @@ def test_transformers_to_ours_logits_match_on_entropy_patches(imported):
     from bltdata.entropy.engine import EntropyEngine
 
     model, ours, _, run = imported
-    engine = EntropyEngine(load_checkpoint(run / "entropy_model"))
+    engine = EntropyEngine(load_checkpoint(run / "entropy_model"), precision="fp32")
     tokens = rows(1, n=3, length=41)
     # our entropies equal transformers' patcher's: same entropy model after import
     hf_entropies = model.model.patcher(input_ids=tokens[:1])[0][0]
@@ -262,7 +262,7 @@ def test_eval_and_generate_run_on_an_imported_release_with_its_own_entropy_model
     _, _, meta, run = imported
     patcher = PatcherConfig.from_dict(meta["data"]["patcher"])
     assert patcher.mode == "entropy" and patcher.threshold == pytest.approx(1.3354, abs=1e-4)
-    engine = EntropyEngine(load_checkpoint(run / "entropy_model"))
+    engine = EntropyEngine(load_checkpoint(run / "entropy_model"), precision="fp32")
     out = tmp_path / "heldout"
     out.mkdir()
     writer = shards.ShardWriter(out / "part-00000.parquet", patcher=patcher.to_dict(), row_group_bytes=2000)
