@@ -11,6 +11,7 @@ given Python version, so a corpus built twice is identical.
 """
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
 import os
@@ -47,7 +48,8 @@ def write_default_corpus(out_dir: str | os.PathLike, max_bytes: int | None = Non
     """Write the default corpus as `default_corpus.jsonl` (`{"id", "text"}` per line).
 
     The file is written under a temporary name and renamed, so it never appears half
-    written. Returns its path.
+    written. An existing file with the same bytes is left as it is (same mtime), so a job
+    that patched it sees an unchanged input. Returns its path.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,10 @@ def write_default_corpus(out_dir: str | os.PathLike, max_bytes: int | None = Non
         for name, data in default_corpus_files(max_bytes):
             record = {"id": name, "text": data.decode("utf-8")}
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    if path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+        tmp.unlink()
+    else:
+        os.replace(tmp, path)
     return path
 
 

@@ -197,7 +197,10 @@ def demo(output, max_bytes, workers, progress):
     corpus_file = corpus.write_default_corpus(corpus_dir, max_bytes=max_bytes)
     job = pipeline.PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"), store_entropies=True,
                             threads=max(1, (os.cpu_count() or 1) // workers))
-    prepared = pipeline.prepare(job)
+    try:
+        prepared = pipeline.prepare(job)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.UsageError(str(e)) from None
     summary = _run_with_progress(pipeline, prepared, [], workers, None, progress)
     _print_summary(summary)
     _show_one_document(job.output)

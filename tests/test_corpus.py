@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -95,3 +96,27 @@ def test_stdlib_walk_rules_and_non_utf8_skip(tmp_path, monkeypatch, caplog):
         items = [(n, d) for n, d in default_corpus_files() if n.startswith("stdlib/")]
     assert items == [("stdlib/a.py", files["a.py"]), ("stdlib/pkg/b.py", files["pkg/b.py"])]
     assert any("bad.py" in rec.getMessage() for rec in caplog.records)
+
+
+def test_rewriting_the_same_corpus_keeps_the_file_as_it_is(tmp_path):
+    path = write_default_corpus(tmp_path, max_bytes=50_000)
+    before = path.stat().st_mtime_ns
+    os.utime(path, ns=(before - 10**9, before - 10**9))  # a second older: a rewrite would move it
+    assert write_default_corpus(tmp_path, max_bytes=50_000) == path
+    assert path.stat().st_mtime_ns == before - 10**9
+    bigger = write_default_corpus(tmp_path, max_bytes=80_000)
+    assert bigger.stat().st_size > 0 and bigger.stat().st_mtime_ns != before - 10**9
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CORPUS_FILE_NAME]
+
+
+def test_demo_runs_twice_in_the_same_directory(tmp_path):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    args = ["demo", "-o", str(tmp_path / "demo"), "--max-bytes", "20000", "--no-progress"]
+    first = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert second.exit_code == 0, second.output
+    assert "1 input(s) already done, skipped" in second.output
