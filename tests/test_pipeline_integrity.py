@@ -1,29 +1,18 @@
 """The patching pipeline against hostile inputs and outputs (issue 11): corrupt compressed
 files, odd paths, inputs changed after a run, OUT inside the input directory."""
 import gzip
-import io
 import json
 
 import pytest
-import zstandard
 
 from bltdata import shards
 from bltdata.pipelines import patch as pipeline
+from streams import zst_frames
 
 
 def _lines(n, seed):
     return [json.dumps({"id": f"s{seed}-{i}", "text": f"doc {i} of {seed} " + "wörds " * (i % 50)}) + "\n"
             for i in range(n)]
-
-
-def _zst_frames(pieces):
-    out = io.BytesIO()
-    for piece in pieces:
-        with zstandard.ZstdCompressor(write_checksum=True).stream_writer(out, closefd=False) as writer:
-            for k in range(0, len(piece), 512):
-                writer.write(piece[k: k + 512])
-                writer.flush(zstandard.FLUSH_BLOCK)
-    return out.getvalue()
 
 
 def _run(inputs, out, **kw):
@@ -44,15 +33,15 @@ def test_a_flipped_byte_in_gz_and_zst_inputs_never_reaches_a_shard(tmp_path):
     first = len(gzip.compress(gz_members[0], mtime=0))
     gz[first + len(gzip.compress(gz_members[1], mtime=0)) // 2] ^= 0x04  # inside member 2's deflate data
     (corpus / "a.jsonl.gz").write_bytes(bytes(gz))
-    zst_frames = ["".join(_lines(300, s)).encode() for s in (4, 5)]
-    zst = bytearray(_zst_frames(zst_frames))
-    zst[len(_zst_frames(zst_frames[:1])) + 300] ^= 0x01  # inside frame 2
+    zst_pieces = ["".join(_lines(300, s)).encode() for s in (4, 5)]
+    zst = bytearray(zst_frames(zst_pieces, block_bytes=512))
+    zst[len(zst_frames(zst_pieces[:1], block_bytes=512)) + 300] ^= 0x01  # inside frame 2
     (corpus / "b.jsonl.zst").write_bytes(bytes(zst))
     counters, _ = _run([corpus], tmp_path / "out")
 
     rows = [r for p in shards.shard_files(tmp_path / "out") for r in shards.iter_rows(p)]
     truth = {json.loads(line)["id"]: json.loads(line)["text"].encode()
-             for piece in gz_members + zst_frames for line in piece.decode().splitlines()}
+             for piece in gz_members + zst_pieces for line in piece.decode().splitlines()}
     assert len(rows) == 600 and all(truth[r["doc_id"]] == r["bytes"] for r in rows)
     assert {r["doc_id"].split("-")[0] for r in rows} == {"s1", "s4"}  # the first unit of each, whole
     rejected = _rejected(tmp_path / "out")

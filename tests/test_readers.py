@@ -23,6 +23,7 @@ from bltdata.readers import (
     read_input,
     read_records,
 )
+from streams import zst_frames
 
 
 def _read(data: bytes, fmt: str, source: str = "f", **kw) -> list:
@@ -451,13 +452,7 @@ def _units(payload: bytes, cuts: list[int], fmt: str) -> bytes:
     pieces = [payload[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
     if fmt == "jsonl.gz":
         return b"".join(gzip.compress(p, mtime=0) for p in pieces)
-    out = io.BytesIO()
-    for piece in pieces:
-        with zstandard.ZstdCompressor(write_checksum=True).stream_writer(out, closefd=False) as writer:
-            for k in range(0, len(piece), 40):
-                writer.write(piece[k: k + 40])
-                writer.flush(zstandard.FLUSH_BLOCK)
-    return out.getvalue()
+    return zst_frames(pieces, block_bytes=40)
 
 
 def _check_no_forgery(records, truth) -> int:
