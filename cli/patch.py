@@ -145,7 +145,7 @@ def _print_summary(summary):
         f"mean patch        {mean:.3f} bytes (mode {summary['mode']}"
         + (f", θ {summary['threshold']:.6f})" if summary["mode"] in ("entropy", "monotonic") else ")"),
         *_threshold_lines(summary.get("threshold_choice"), summary["mode"], mean),
-        f"rejected records  " + (f"{t['rejected']:,} records in {summary['rejected_dir']} (source, line/row, reason)"
+        "rejected records  " + (f"{t['rejected']:,} records in {summary['rejected_dir']} (source, line/row, reason)"
                                  if t["rejected"] else "none"),
     ]
     click.echo("\n".join(lines))
