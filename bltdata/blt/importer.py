@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from bltdata import fs
 from bltdata.blt import interop
 from bltdata.blt.config import REFERENCE_WIRING, BLTConfig, swiglu_hidden
 from bltdata.blt.model import BLT
+from bltdata.entropy.checkpoint import import_reference as import_entropy, load_checkpoint, save_checkpoint
 from bltdata.entropy.hf import from_hf_patcher, prefix_patcher_state, split_patcher_state, to_hf_patcher
 from bltdata.entropy.model import EntropyModel
 
@@ -147,8 +150,6 @@ def config_from_reference(params: dict, source: str = "params.json") -> BLTConfi
     config = config_from_hf(hf_like, source)
     windows = {k: s.get(f"cross_attn_window_{k}") or 1 for k in ("encoder", "decoder")}
     if windows != {"encoder": 1, "decoder": 1}:
-        from dataclasses import replace
-
         config = replace(config, cross_attn_window_encoder=windows["encoder"],
                          cross_attn_window_decoder=windows["decoder"])
     return config
@@ -182,7 +183,6 @@ def write_run(out_dir: str | os.PathLike, config: BLTConfig, state: dict, patchi
     """A run directory holding one checkpoint (step 0) that `bltdata eval` / `generate` can read."""
     from bltdata.blt.checkpoint import CHECKPOINTS, RUN_FILE, step_name
     from bltdata.blt.train import TrainConfig
-    from dataclasses import asdict
 
     out = Path(out_dir)
     model = BLT(config)
@@ -192,7 +192,6 @@ def write_run(out_dir: str | os.PathLike, config: BLTConfig, state: dict, patchi
     torch.save(model.state_dict(), step_dir / "model.pt")
     fs.write_json_atomic(str(step_dir / "trainer.json"), {"step": 0, "world_size": 1, "imported": True})
     if entropy_model is not None:
-        from bltdata.entropy.checkpoint import save_checkpoint
 
         save_checkpoint(entropy_model, out / ENTROPY_DIR, name=f"{imported_from['path']}:patcher")
     train = asdict(TrainConfig(seq_len=min(config.max_seqlen, 8192)))
@@ -249,10 +248,6 @@ def import_reference(src_dir: str | os.PathLike, out_dir: str | os.PathLike,
                            to_ours=True, source=str(weights))
     entropy_model = None
     if entropy_dir is not None:
-        import tempfile
-
-        from bltdata.entropy.checkpoint import import_reference as import_entropy, load_checkpoint
-
         with tempfile.TemporaryDirectory() as tmp:
             entropy_model = load_checkpoint(import_entropy(entropy_dir, Path(tmp) / "entropy"))
     patching = {"mode": "entropy", "threshold": threshold, "threshold_add": None, "max_patch_length": None,
@@ -275,7 +270,6 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpoint
     patcher = None
     entropy_dir = run.get("entropy_model")
     if entropy_dir:
-        from bltdata.entropy.checkpoint import load_checkpoint
 
         patcher, patcher_state = patcher_to_hf(load_checkpoint(Path(run_dir) / entropy_dir))
         tensors.update(prefix_patcher_state(patcher_state))
