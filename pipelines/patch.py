@@ -1,6 +1,6 @@
 """The patching pipeline (Apache Beam): corpus files → entropies → patches → Parquet shards.
 
-    input files ─► Reshuffle (file metadata only) ─► ReadDocumentBatches ─► RunInference
+    input files ─► Reshuffle (file metadata only) ─► ReadDocumentBatches ─► ScoreDocBatches
         (EntropyModelHandler: batched, exact chunking) ─► PatchBatches ─► WriteShards
         ─► (all files done) WriteManifest
 
@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, RunInference
+from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers
@@ -266,6 +266,34 @@ class EntropyModelHandler(ModelHandler):
         return "bltdata_inference"
 
 
+_ENGINE_CACHE: dict = {}  # this process's entropy engine, by handler settings (one entry)
+
+
+class ScoreDocBatches(beam.DoFn):
+    """Each `DocBatch` → the same batch with its entropies, emitted from `process`.
+
+    Used instead of RunInference on every runner: RunInference's BatchElements holds the
+    last element of a bundle until `finish_bundle`, whose output Beam's DaskRunner drops
+    (see `pipelines.dask_cluster`). Each element is already a byte-budgeted batch, so
+    nothing is lost by not batching again. The engine is kept per process: the DaskRunner
+    calls `setup` once per partition.
+    """
+
+    def __init__(self, handler: EntropyModelHandler):
+        self.handler = handler
+
+    def setup(self):
+        h = self.handler
+        key = (h.model, h.device, h.batch_bytes, h.threads, h.compile, h.precision)
+        if key not in _ENGINE_CACHE:
+            _ENGINE_CACHE.clear()
+            _ENGINE_CACHE[key] = h.load_model()
+        self.engine = _ENGINE_CACHE[key]
+
+    def process(self, batch: batching.DocBatch):
+        yield from self.handler.run_inference([batch], self.engine)
+
+
 class PatchBatches(beam.DoFn):
     def __init__(self, patcher: PatcherConfig):
         self.patcher = patcher
@@ -343,7 +371,7 @@ class PatchCorpus(beam.PTransform):
         if job.needs_model:
             handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
                                           threads=job.threads, compile=job.compile, precision=job.precision)
-            batches = batches | "ScoreEntropies" >> RunInference(handler)
+            batches = batches | "ScoreEntropies" >> beam.ParDo(ScoreDocBatches(handler))
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
                     | "WriteShards" >> beam.ParDo(WriteShards(self.prepared)))
@@ -440,9 +468,26 @@ def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | No
 
 
 def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, runner: str | None = None,
-            prepared: PreparedJob | None = None):
-    """Prepare and run a patching job to completion; returns (PipelineResult, PreparedJob)."""
+            prepared: PreparedJob | None = None, dask_address: str | None = None, dask_workers: int | None = None):
+    """Prepare and run a patching job to completion; returns (PipelineResult, PreparedJob).
+
+    On DaskRunner: the cluster at `dask_address` (or `--dask_client_address`), else a
+    LocalCluster of `dask_workers` (default `workers`) processes for this run only.
+    """
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from bltdata.pipelines import dask_cluster
+
     prepared = prepared or prepare(job)
+    if dask_cluster.is_dask(PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or runner):
+        address = dask_address or dask_cluster.given_address(beam_args)
+        with dask_cluster.scheduler(address, dask_workers or workers) as address:
+            options = beam_options(dask_cluster.dask_beam_args(beam_args, address))
+            pipeline = beam.Pipeline(options=options)
+            build_pipeline(pipeline, prepared)
+            result = pipeline.run()
+            dask_cluster.wait(result)
+        return result, prepared
     options = beam_options(beam_args, workers=workers, runner=runner)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, prepared)
@@ -451,15 +496,40 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     return result, prepared
 
 
-def metric_totals(result) -> dict[str, int]:
-    """The job's Beam counters (documents, bytes, patches, rejected, ...), by name."""
+def metric_totals(result, prepared: PreparedJob | None = None) -> dict[str, int]:
+    """The job's Beam counters (documents, bytes, patches, rejected, ...), by name.
+
+    On a runner without metrics (DaskRunner), the counts come from the completion records
+    of the inputs this run processed (`prepared.pending`); timing counters are then absent.
+    """
     from apache_beam.metrics.metric import MetricsFilter
 
     totals: dict[str, int] = {}
-    query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))
+    except NotImplementedError:
+        if prepared is None:
+            raise
+        return record_totals(prepared)
     for counter in query["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return totals
+
+
+def record_totals(prepared: PreparedJob) -> dict[str, int]:
+    """documents, bytes, patches, rejected, shards, files of this run, from its completion records."""
+    totals = dict.fromkeys(("documents", "bytes", "patches", "rejected", "shards", "files"), 0)
+    for f in prepared.pending:
+        record = jobs.read_done(prepared.job.output, jobs.file_key(f.source))
+        if record is None:
+            raise RuntimeError(f"{f.source}: no completion record in {prepared.job.output} after the run")
+        totals["documents"] += record.documents
+        totals["bytes"] += sum(s.bytes for s in record.shards)
+        totals["patches"] += sum(s.patches for s in record.shards)
+        totals["rejected"] += record.rejected
+        totals["shards"] += len(record.shards)
+        totals["files"] += 1
     return totals
 
 
@@ -493,11 +563,21 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
     return job, beam_args, workers
 
 
+def parse_dask_args(beam_args: Sequence[str]) -> tuple[dict, list[str]]:
+    """`--dask-address` / `--dask-workers` (the DaskRunner's cluster) out of the remaining args."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--dask-address", help="DaskRunner: scheduler address (default: a LocalCluster)")
+    parser.add_argument("--dask-workers", type=int, help="DaskRunner: LocalCluster worker processes (default --workers)")
+    known, rest = parser.parse_known_args(list(beam_args))
+    return vars(known), rest
+
+
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
     job, beam_args, workers = parse_args(argv)
-    result, _ = run_job(job, beam_args, workers=workers)
-    return metric_totals(result)
+    dask, beam_args = parse_dask_args(beam_args)
+    result, prepared = run_job(job, beam_args, workers=workers, **dask)
+    return metric_totals(result, prepared)
 
 
 if __name__ == "__main__":
