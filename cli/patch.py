@@ -48,9 +48,12 @@ def _split_beam_args(arguments):
               help="Entropy model arithmetic (changes the entropies; recorded in the manifest). auto: bf16 on "
                    "CUDA and on CPUs with AVX512-BF16/AMX, else fp32.")
 @click.option("--runner", default="FnApiRunner", show_default=True,
-              help="Beam runner (DataflowRunner, FlinkRunner, ...; pass their options after --).")
+              help="Beam runner (DaskRunner, DataflowRunner, FlinkRunner, ...; pass their options after --).")
+@click.option("--dask-address", help="DaskRunner: the scheduler (tcp://host:8786) [default: a LocalCluster for this run].")
+@click.option("--dask-workers", type=click.IntRange(min=1),
+              help="DaskRunner: LocalCluster worker processes, one thread each [default: --workers].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")
-def patch(arguments, output, workers, runner, progress, **options):
+def patch(arguments, output, workers, runner, progress, dask_address, dask_workers, **options):
     """Patch a corpus into Parquet shards with the Apache Beam pipeline.
 
     INPUT: .jsonl, .jsonl.zst, .jsonl.gz, .txt (one document per file) or .parquet files,
@@ -63,6 +66,7 @@ def patch(arguments, output, workers, runner, progress, **options):
       bltdata patch corpus/ -o shards/
       bltdata patch 'data/*.jsonl.zst' -o shards/ --target-patch-size 4.5 --workers 2
       bltdata patch docs/ -o shards/ --mode space --max-patch-length 16
+      bltdata patch corpus/ -o shards/ --runner DaskRunner --dask-workers 4
       bltdata patch /mnt/in -o /mnt/out --runner DataflowRunner -- \\
           --project=P --region=R --temp_location=gs://b/tmp --sdk_container_image=IMAGE
     """
@@ -71,17 +75,18 @@ def patch(arguments, output, workers, runner, progress, **options):
     inputs, beam_args = _split_beam_args(arguments)
     if not inputs:
         raise click.UsageError("give at least one INPUT file, directory or glob")
-    options["threads"] = options["threads"] or max(1, (os.cpu_count() or 1) // workers)
+    options["threads"] = options["threads"] or max(1, (os.cpu_count() or 1) // (dask_workers or workers))
     try:
         job = pipeline.PatchJob(inputs=inputs, output=output, **options)
         prepared = pipeline.prepare(job)
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None
-    summary = _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
+    dask = {"dask_address": dask_address, "dask_workers": dask_workers}
+    summary = _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask)
     _print_summary(summary)
 
 
-def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress):
+def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask=None):
     """Run the job in a thread while this one draws progress from the workers' counters."""
     from bltdata import fs, jobs
 
@@ -92,7 +97,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     def target():
         try:
             outcome["result"], _ = pipeline.run_job(prepared.job, beam_args, workers=workers, runner=runner,
-                                                    prepared=prepared)
+                                                    prepared=prepared, **(dask or {}))
         except BaseException as e:  # re-raised in the main thread
             outcome["error"] = e
 
@@ -103,7 +108,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress)
     if "error" in outcome:
         raise click.ClickException(f"pipeline failed: {outcome['error']}") from outcome["error"]
     wall = time.perf_counter() - started
-    counters = pipeline.metric_totals(outcome["result"])
+    counters = pipeline.metric_totals(outcome["result"], prepared)
     from bltdata import shards
 
     manifest = shards.read_manifest(prepared.job.output)

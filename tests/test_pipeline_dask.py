@@ -96,3 +96,18 @@ def test_killed_worker_gives_identical_output(corpus, tiny_model, cluster, fnapi
         client.wait_for_workers(2, timeout=60)  # the nanny restarts it for the next test
     assert len(killed) == 1
     assert digests(out) == digests(base)
+
+
+def test_cli_patch_on_dask_prints_the_counts(corpus, cluster, tmp_path):
+    """`bltdata patch --runner DaskRunner` exits 0 (DaskRunner has no metrics()) and counts every document."""
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(main, ["patch", str(corpus), "-o", str(out), "--mode", "space", "--no-progress",
+                                    "--runner", "DaskRunner", "--dask-address", cluster.scheduler_address])
+    assert res.exit_code == 0, res.output
+    documents = shards.read_manifest(out).totals["documents"]
+    assert documents > 0
+    assert f"this run          {documents:,} documents" in res.output
