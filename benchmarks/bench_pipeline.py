@@ -85,11 +85,11 @@ def bench_engine(paths, model: str, batch_bytes: int, precision: str) -> float:
 
 def bench_pipeline(paths, out: Path, model: str, batch_bytes: int, workers: int, precision: str,
                    runner: str = "FnApiRunner", dask_address: str | None = None, mode: str = "entropy",
-                   ) -> tuple[float, str, float]:
+                   threads: int | None = None) -> tuple[float, str, float]:
     """(document bytes/s, time split, wall seconds) of one pipeline run."""
     from bltdata.pipelines import patch as pipeline
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     job = pipeline.PatchJob(inputs=[str(p) for p in paths], output=str(out), model=model, batch_bytes=batch_bytes,
                             target_patch_size=4.5 if mode == "entropy" else None, threads=threads,
                             precision=precision, mode=mode)
@@ -121,7 +121,8 @@ def bench_runners(paths, work: Path, args, precision: str) -> None:
                 for runner in ("FnApiRunner", "DaskRunner"):
                     out = work / f"{runner}-{workers}-{mode}"
                     speed, _, wall = bench_pipeline(paths, out, model, args.batch_bytes, workers, precision,
-                                                    runner=runner, dask_address=c.scheduler_address, mode=mode)
+                                                    runner=runner, dask_address=c.scheduler_address, mode=mode,
+                                                    threads=args.threads)
                     rows.append((mode, runner, workers, speed, wall, out))
             per_file = {runner: bench_pipeline(small, work / f"small-{runner}-{workers}", "default", args.batch_bytes,
                                                workers, precision, runner=runner,
@@ -154,6 +155,7 @@ def main():
     parser.add_argument("--batch-bytes", type=int, default=4096, help="Engine tokens per forward pass.")
     parser.add_argument("--keep", action="store_true", help="Keep the temporary directory.")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (DaskRunner comparison) [CPUs / workers]")
     parser.add_argument("--runner", choices=["FnApiRunner", "DaskRunner"], default="FnApiRunner",
                         help="DaskRunner: compare FnApiRunner and DaskRunner at 1 and 2 workers instead.")
     args = parser.parse_args()
