@@ -111,3 +111,27 @@ def test_cli_patch_on_dask_prints_the_counts(corpus, cluster, tmp_path):
     documents = shards.read_manifest(out).totals["documents"]
     assert documents > 0
     assert f"this run          {documents:,} documents" in res.output
+
+
+def test_killed_dask_job_is_resumed_identically(corpus, tiny_model, cluster, fnapi_entropy, tmp_path):
+    """The whole job (its client process) SIGKILLed after the first finished file; a re-run completes it."""
+    import subprocess
+    import sys
+
+    base, _ = fnapi_entropy
+    out = tmp_path / "job"
+    command = [sys.executable, "-m", "bltdata.pipelines.patch", str(corpus), "--output", str(out),
+               "--model", tiny_model, "--store-entropies", "--batch-bytes", "512", "--shard-bytes", "3000",
+               "--runner", "DaskRunner", "--dask-address", cluster.scheduler_address]
+    client = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = out / ".bltdata" / "done"
+    deadline = time.monotonic() + 120
+    while client.poll() is None and time.monotonic() < deadline and not any(done.glob("*.json")):
+        time.sleep(0.02)
+    client.kill()
+    client.wait()
+    assert not (out / "manifest.json").exists()
+    job = pipeline.PatchJob(inputs=[str(corpus)], output=str(out), model=tiny_model, **OPTIONS)
+    result, prepared = pipeline.run_job(job, runner="DaskRunner", dask_address=cluster.scheduler_address)
+    assert 1 <= len(prepared.pending) < len(prepared.files)
+    assert digests(out) == digests(base)
