@@ -395,7 +395,10 @@ def _run(config: PatcherConfig, offsets: np.ndarray, entropies: np.ndarray, data
     n_patches = _patch_batch_kernel(
         mode, _readonly(offsets), _readonly(entropies), _readonly(data), theta32, theta_add32,
         max_len, patch_size, starts, lengths, patch_offsets)
-    lengths.resize(n_patches)  # in place (realloc, no copy); fails if anything else held it
+    try:
+        lengths.resize(n_patches)  # in place (realloc, no copy); fails if anything else holds it
+    except ValueError:  # seen in a fresh Dask worker process: something else holds a reference
+        lengths = lengths[:n_patches].copy()
     return lengths, patch_offsets
 
 
