@@ -22,7 +22,7 @@ def _split_beam_args(arguments):
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output shard directory.")
 @click.option("--model", default="default", show_default=True,
               help="Entropy model: 'default' (bundled) or a checkpoint directory.")
-@click.option("--mode", type=click.Choice(MODES), default="entropy", show_default=True, help="Patching rule (DESIGN §3).")
+@click.option("--mode", type=click.Choice(MODES), default="entropy", show_default=True, help="Patching rule (docs/design.md §3).")
 @click.option("--threshold", type=float,
               help="θ in nats [default: the model's recommended θ for entropy mode, else 1.3354].")
 @click.option("--target-patch-size", type=float, help="Choose θ on a sample so the mean patch is this many bytes.")
