@@ -204,6 +204,18 @@ def demo(output, max_bytes, workers, progress):
     summary = _run_with_progress(pipeline, prepared, [], workers, None, progress)
     _print_summary(summary)
     _show_one_document(job.output)
+    click.echo(_next_commands(output))
+
+
+def _next_commands(output):
+    """The three commands to try after the demo, on its own output."""
+    shards_dir, corpus_dir = os.path.join(output, "shards"), os.path.join(output, "corpus")
+    return "\n".join([
+        "\nnext, try:",
+        f"  bltdata verify {shards_dir}                  # every manifest figure against the shards",
+        f"  bltdata show {shards_dir} --row 3 --entropies  # one document, its patches and entropies",
+        f"  bltdata patch {corpus_dir} -o shards-space --mode space   # patch without a model",
+    ])
 
 
 def _show_one_document(shard_dir):
