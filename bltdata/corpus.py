@@ -1,4 +1,4 @@
-"""The embedded default corpus (DESIGN §9), built at run time from the running Python.
+"""The embedded default corpus (docs/design.md §9), built at run time from the running Python.
 
 The quick start needs text without a download and the project ships no third-party text,
 so the corpus is the interpreter's own standard library: the English documentation topics

@@ -1,4 +1,4 @@
-"""Byte ids, compatible with the reference BLT (DESIGN §1).
+"""Byte ids, compatible with the reference BLT (docs/design.md §1).
 
 Byte ``b`` maps to id ``b + 4``; 0 is BOE/padding, 1 is BOS, 2 is EOS, 3 is reserved
 (the reference's BPE delimiter). The vocabulary therefore has 260 entries.

@@ -1,4 +1,4 @@
-"""Patch boundaries from per-byte entropies or bytes (DESIGN §3), batched and compiled.
+"""Patch boundaries from per-byte entropies or bytes (docs/design.md §3), batched and compiled.
 
 A patcher cuts each document's n bytes into patches whose lengths sum to n. The rule that
 decides whether byte k starts a patch depends on the mode:
@@ -63,7 +63,7 @@ def _is_real(value) -> bool:
 
 @dataclass(frozen=True)
 class PatcherConfig:
-    """How to cut documents into patches (DESIGN §3); stored in every shard's metadata.
+    """How to cut documents into patches (docs/design.md §3); stored in every shard's metadata.
 
     ``threshold`` is θ of the ``entropy`` and ``monotonic`` modes (nats, compared as
     float32); ``threshold_add`` is the extra relative threshold of ``entropy`` mode;

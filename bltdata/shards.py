@@ -1,4 +1,4 @@
-"""Shard format v1: the Parquet schema, writer, reader, manifest and validator (DESIGN §5).
+"""Shard format v1: the Parquet schema, writer, reader, manifest and validator (docs/design.md §5).
 
 This module owns the on-disk format. Everything that writes shards (the Beam pipeline,
 `repatch`, `import-blt-arrow`) goes through `ShardWriter` and `write_manifest`; everything

@@ -22,7 +22,7 @@ def _split_beam_args(arguments):
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output shard directory.")
 @click.option("--model", default="default", show_default=True,
               help="Entropy model: 'default' (bundled) or a checkpoint directory.")
-@click.option("--mode", type=click.Choice(MODES), default="entropy", show_default=True, help="Patching rule (DESIGN §3).")
+@click.option("--mode", type=click.Choice(MODES), default="entropy", show_default=True, help="Patching rule (docs/design.md §3).")
 @click.option("--threshold", type=float,
               help="θ in nats [default: the model's recommended θ for entropy mode, else 1.3354].")
 @click.option("--target-patch-size", type=float, help="Choose θ on a sample so the mean patch is this many bytes.")
@@ -209,6 +209,18 @@ def demo(output, max_bytes, workers, progress):
     summary = _run_with_progress(pipeline, prepared, [], workers, None, progress)
     _print_summary(summary)
     _show_one_document(job.output)
+    click.echo(_next_commands(output))
+
+
+def _next_commands(output):
+    """The three commands to try after the demo, on its own output."""
+    shards_dir, corpus_dir = os.path.join(output, "shards"), os.path.join(output, "corpus")
+    return "\n".join([
+        "\nnext, try:",
+        f"  bltdata verify {shards_dir}                  # every manifest figure against the shards",
+        f"  bltdata show {shards_dir} --row 3 --entropies  # one document, its patches and entropies",
+        f"  bltdata patch {corpus_dir} -o shards-space --mode space   # patch without a model",
+    ])
 
 
 def _show_one_document(shard_dir):

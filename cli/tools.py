@@ -301,7 +301,7 @@ def _patcher_options(defaults: bool):
     """--mode/--threshold/... shared by repatch and import-blt-arrow."""
     options = [
         click.option("--mode", type=click.Choice(PATCH_MODES), default="entropy" if defaults else None,
-                     show_default=defaults, help="Patching mode (DESIGN §3)."),
+                     show_default=defaults, help="Patching mode (docs/design.md §3)."),
         click.option("--threshold", type=float, help="Global threshold θ in nats (entropy / monotonic)."),
         click.option("--target-patch-size", type=click.FloatRange(min=1.0, min_open=False),
                      help="Choose θ so the mean patch length on a sample is about S bytes."),

@@ -120,3 +120,22 @@ def test_demo_runs_twice_in_the_same_directory(tmp_path):
     second = CliRunner().invoke(main, args, catch_exceptions=False)
     assert second.exit_code == 0, second.output
     assert "1 input(s) already done, skipped" in second.output
+
+
+def test_demo_ends_with_three_next_commands_that_run(tmp_path, monkeypatch):
+    import shlex
+
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["demo", "-o", "demo", "--max-bytes", "20000", "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    tail = result.output.rstrip().split("next, try:")[-1].strip().splitlines()
+    commands = [shlex.split(line.split("#")[0]) for line in tail]
+    assert len(commands) == 3 and all(c[0] == "bltdata" for c in commands), result.output
+    for command in commands:
+        ran = CliRunner().invoke(main, command[1:], catch_exceptions=False)
+        assert ran.exit_code == 0, f"{command}: {ran.output}"

@@ -107,7 +107,7 @@ class BLTConfig:
         _check(self.patch_pooling in POOLINGS, f"patch_pooling must be one of {POOLINGS}")
         _check(min(self.table_sizes, default=0) >= 0, "hash_table_size must be >= 0")
         _check(all(n >= 2 for n in self.hash_ngram_sizes), "hash n-gram sizes must be >= 2")
-        _check(self.vocab_size == VOCAB_SIZE, f"vocab_size must be {VOCAB_SIZE} (DESIGN §1)")
+        _check(self.vocab_size == VOCAB_SIZE, f"vocab_size must be {VOCAB_SIZE} (docs/design.md §1)")
         _check(self.decoder_source in DECODER_SOURCES, f"decoder_source must be one of {DECODER_SOURCES}")
         _check(self.pool_projection in POOL_PROJECTIONS, f"pool_projection must be one of {POOL_PROJECTIONS}")
         _check(self.decoder_start or self.decoder_source == "next_byte",
@@ -165,7 +165,7 @@ class ByteTransformerConfig:
                "dim must be divisible by n_heads into an even head dim")
         _check(self.window is None or self.window >= 1, "window must be None or >= 1")
         _check(self.hash_table_size >= 0, "hash_table_size must be >= 0")
-        _check(self.vocab_size == VOCAB_SIZE, f"vocab_size must be {VOCAB_SIZE} (DESIGN §1)")
+        _check(self.vocab_size == VOCAB_SIZE, f"vocab_size must be {VOCAB_SIZE} (docs/design.md §1)")
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, **asdict(self)}

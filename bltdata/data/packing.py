@@ -1,6 +1,6 @@
 """Patch-aware packing of documents into fixed-length token sequences (numpy, vectorised).
 
-A document of n bytes becomes n + 2 tokens, `[BOS] + [b + 4 ...] + [EOS]` (DESIGN §1), and
+A document of n bytes becomes n + 2 tokens, `[BOS] + [b + 4 ...] + [EOS]` (docs/design.md §1), and
 its patches become `[1] + patch_lengths` with the EOS appended to the document's last patch
 (so BOS is always a patch of its own, and EOS never is). An empty
 document is `[BOS][EOS]` with patches `[1, 1]`.

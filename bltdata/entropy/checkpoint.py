@@ -139,7 +139,7 @@ def reference_config(params: dict) -> EntropyModelConfig:
     """Our config from a reference ``params.json`` (its ``entropy_model`` section if present).
 
     Only dim, n_layers, n_heads, max_seqlen, ffn_dim_multiplier and vocab_size are read; like
-    the reference loader we fix RoPE θ 10000, norm eps 1e-5 and window 512 (DESIGN §4).
+    the reference loader we fix RoPE θ 10000, norm eps 1e-5 and window 512 (docs/design.md §4).
     """
     section = params.get("entropy_model", params)
     missing = [k for k in REFERENCE_PARAMS if k not in section and k != "ffn_dim_multiplier"]

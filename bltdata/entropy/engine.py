@@ -1,7 +1,7 @@
 """Batched, exact scoring of documents with an entropy model.
 
 ``EntropyEngine.score(docs)`` returns, for every document of n bytes, the n + 1 entropies
-H[0..n] of DESIGN §2 (nats, full 260-way softmax; H[k] predicts byte k after BOS, b0..b(k-1)),
+H[0..n] of docs/design.md §2 (nats, full 260-way softmax; H[k] predicts byte k after BOS, b0..b(k-1)),
 exactly as if the document were run alone at full length:
 
 - **Length bucketing.** Each document is padded to its bucket length (its own length

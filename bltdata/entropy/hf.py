@@ -21,7 +21,7 @@ shape checked; a missing, unexpected or misshapen key is a ``ValueError`` naming
 ``q/k/v_proj`` are stacked into our fused ``qkv`` and ``gate/up_proj`` into ``gate_up``.
 
 Architecture (transformers 5.24, ``modeling_blt.py``, checked against ours and the
-reference, DESIGN §4): pre-norm blocks with RMSNorm (``rms_norm_eps``, default 1e-5,
+reference, docs/design.md §4): pre-norm blocks with RMSNorm (``rms_norm_eps``, default 1e-5,
 computed in float32), SwiGLU of width ``intermediate_size`` (default 2048), untied
 ``lm_head`` (``tie_word_embeddings`` is forced to False), RoPE θ from ``rope_parameters``
 (default 10000: ``BltPatcherConfig`` keeps the mixin's default, unlike the BLT's other

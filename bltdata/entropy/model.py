@@ -1,6 +1,6 @@
 """The entropy model: a small causal byte transformer with sliding-window attention.
 
-Architecture (DESIGN §4): token embedding over the 260-id byte vocabulary, pre-norm blocks
+Architecture (docs/design.md §4): token embedding over the 260-id byte vocabulary, pre-norm blocks
 (RMSNorm → attention with RoPE → residual, RMSNorm → SwiGLU → residual), a final RMSNorm
 and an untied output projection. Position ``i`` attends to positions ``i - window + 1 .. i``
 (itself included), so a layer never looks further back than ``window - 1`` bytes.

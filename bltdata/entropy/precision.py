@@ -16,7 +16,7 @@ What each precision computes (the model's code is the same; only its weights cha
   bf16, and the casts cost) and closer to fp32 (max |ΔH| 0.32 against 0.47 nats), and it
   makes int8 compute the same thing on every CPU.
 
-Both keep DESIGN §2: a position's result depends on its own row only. ``torch.ao``'s
+Both keep docs/design.md §2: a position's result depends on its own row only. ``torch.ao``'s
 ``quantize_dynamic`` is not used: it takes one activation scale over the whole input
 tensor, i.e. over every document of the batch, so a document's entropies would change with
 its batch mates (measured in ``tests/test_entropy_precision.py``).

@@ -1,4 +1,4 @@
-"""Inspection tools for shard directories (DESIGN §8), the library behind the CLI commands.
+"""Inspection tools for shard directories (docs/design.md §8), the library behind the CLI commands.
 
 - `locate`: global index / doc id → shard, row group, row; `head`.
 - `render`: a document drawn with its patches as text (`show`).
