@@ -52,6 +52,57 @@ def file_key(source: str) -> str:
     return f"{safe[:80]}-{digest}"
 
 
+@dataclass(frozen=True)
+class Pack:
+    """The unit of work and of completion: consecutive input files written into one shard run.
+
+    Small files are packed together (in input order, up to `shard_bytes` of file size) so
+    that a million small files do not make a million shards; a file of `shard_bytes` or more
+    is a pack of its own (and may roll over into several shards). A one-file pack keeps the
+    file's own key, so its shards are named after it.
+    """
+
+    key: str
+    files: tuple  # readers.InputFile, in input order
+
+    @property
+    def sources(self) -> list[str]:
+        return [f.source for f in self.files]
+
+
+def pack_key(sources: list[str]) -> str:
+    if len(sources) == 1:
+        return file_key(sources[0])
+    digest = hashlib.sha1("\n".join(sources).encode("utf-8")).hexdigest()[:8]
+    return f"{file_key(sources[0])}-pack{len(sources)}-{digest}"
+
+
+def plan_packs(files: list, sizes: list[int], shard_bytes: int) -> list[Pack]:
+    """Group `files` (in their order) into packs of at most `shard_bytes` of file size."""
+    packs, current, fill = [], [], 0
+
+    def close():
+        if current:
+            packs.append(Pack(pack_key([f.source for f in current]), tuple(current)))
+
+    for f, size in zip(files, sizes):
+        if size >= shard_bytes or (current and fill + size > shard_bytes):
+            close()
+            current, fill = [], 0
+        current.append(f)
+        fill += size
+        if size >= shard_bytes:
+            close()
+            current, fill = [], 0
+    close()
+    return packs
+
+
+def packing_digest(packs: list[Pack]) -> str:
+    """A fingerprint of the packing plan: a re-run that would pack differently is refused."""
+    return hashlib.sha256(json.dumps([p.sources for p in packs]).encode("utf-8")).hexdigest()[:16]
+
+
 def shard_name(key: str, index: int) -> str:
     return f"{key}-{index:05d}{shards.SHARD_SUFFIX}"
 
@@ -164,17 +215,18 @@ def _prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
         probe.unlink()
 
 
-def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patcher: dict,
+def finish(out_dir: str | os.PathLike, packs: list[Pack], params: dict, *, patcher: dict,
            entropy_model: dict | None) -> shards.Manifest:
-    """Write the manifest from the completion records of every input; remove leftovers.
+    """Write the manifest from the completion records of every pack of inputs; remove leftovers.
 
-    Raises if an input has no completion record (its shards are not all written).
+    Raises if a pack has no completion record (its shards are not all written).
     """
     records = []
-    for source in sources:
-        record = read_done(out_dir, file_key(source))
+    for pack in packs:
+        record = read_done(out_dir, pack.key)
         if record is None:
-            raise RuntimeError(f"{source}: no completion record in {out_dir}; the input was not fully processed")
+            raise RuntimeError(f"{', '.join(pack.sources[:3])}{' ...' if len(pack.sources) > 3 else ''}: "
+                               f"no completion record in {out_dir}; the input was not fully processed")
         records.append(record)
     for tmp in fs.glob(str(out_dir), ".*.tmp"):
         fs.remove(tmp)
