@@ -1,17 +1,19 @@
 """The state of one patching job in its output directory: naming, completion records, resume.
 
-A job turns each input file into one or more shards named after the file, so the shard a
-document lands in depends only on the file it came from and its position there — never on
-the number of workers, the runner or the batch size. When every shard of an input file is in
-place, a small *completion record* is written under `OUT/.bltdata/done/`; a re-run skips
-the files whose record exists (and matches the job's parameters), which is how a killed run
-is finished. The manifest is built last, from the completion records of all inputs.
+A job groups its input files into *packs* (`plan_packs`: small files together, in input
+order, up to `shard_bytes` of file size; a large file alone) and turns each pack into one or
+more shards named after it, so the shard a document lands in depends only on the pack it came
+from and its position there — never on the number of workers, the runner or the batch size.
+When every shard of a pack is in place, a small *completion record* is written under
+`OUT/.bltdata/done/`; a re-run skips the packs whose record exists (and matches the job's
+parameters, the packing plan's fingerprint included), which is how a killed run is finished.
+The manifest is built last, from the completion records of all packs.
 
 Layout of an output directory:
-    OUT/<file-key>-00000.parquet ...   shards (file-key: the input's source, made file-safe)
-    OUT/rejected/<file-key>.jsonl      records that could not be read, with their reasons
+    OUT/<pack-key>-00000.parquet ...   shards (pack-key: its first input's source, made file-safe)
+    OUT/rejected/<pack-key>.jsonl      records that could not be read, with their reasons
     OUT/.bltdata/job.json              the job's parameters (a re-run must match them)
-    OUT/.bltdata/done/<file-key>.json  completion records
+    OUT/.bltdata/done/<pack-key>.json  completion records
     OUT/.bltdata/progress/...          live counters for the progress display
     OUT/manifest.json                  written last
 """
