@@ -28,9 +28,9 @@ def make_tiny_files(root: Path, n: int) -> int:
     return total + len(bad)
 
 
-def run(root, out, **kw):
+def run(root, out, workers=1, **kw):
     job = pipeline.PatchJob(inputs=[str(root)], output=str(out), mode="space", shard_bytes=SHARD_BYTES, **kw)
-    result, prepared = pipeline.run_job(job)
+    result, prepared = pipeline.run_job(job, workers=workers)
     return pipeline.metric_totals(result), prepared
 
 
@@ -88,6 +88,15 @@ def test_ten_thousand_tiny_files(tmp_path, monkeypatch):
     check_packed_output(root, tmp_path / "ref", total, 10_000)
     kill_and_rerun(root, tmp_path, monkeypatch, victim="a/f05001.txt")
     assert digests(tmp_path / "k") == digests(tmp_path / "ref")
+
+
+def test_packed_shards_are_identical_across_workers_and_batch_budgets(tmp_path):
+    root = tmp_path / "in"
+    make_tiny_files(root, 200)
+    run(root, tmp_path / "one")
+    run(root, tmp_path / "two", workers=2, batch_bytes=64)
+    assert len(shards.read_manifest(tmp_path / "one").shards) >= 2
+    assert digests(tmp_path / "two") == digests(tmp_path / "one")
 
 
 def test_an_added_input_is_refused(tmp_path):
