@@ -33,6 +33,7 @@ class DocBatch:
     shard_index: int
     batch_index: int              # position within its shard, from 0
     doc_ids: list[str] = field(default_factory=list)
+    doc_sources: list[str] = field(default_factory=list)  # each document's input file (a pack has several)
     data: list[bytes] = field(default_factory=list)
     last_in_shard: bool = False
     last_in_file: bool = False
@@ -51,14 +52,15 @@ class DocBatch:
 
 
 def iter_doc_batches(documents: Iterable[Document], *, source: str, batch_bytes: int,
-                     shard_bytes: int) -> Iterator[DocBatch]:
+                     shard_bytes: int, key: str | None = None) -> Iterator[DocBatch]:
     """Group a file's documents into batches; the last one yielded has `last_in_file` set.
 
     A batch closes once it holds `batch_bytes` of document bytes; a shard closes once it holds
     `shard_bytes`. A file with no documents still yields one (empty) batch, so its completion
-    is recorded downstream.
+    is recorded downstream. `key` names the shards (default: the file's own key; a pack of
+    several files passes its `jobs.Pack.key`).
     """
-    key = jobs.file_key(source)
+    key = key or jobs.file_key(source)
     shard_index = batch_index = shard_fill = 0
     current = DocBatch(source, key, 0, 0)
     for doc in documents:
@@ -70,6 +72,7 @@ def iter_doc_batches(documents: Iterable[Document], *, source: str, batch_bytes:
                 batch_index += 1
             current = DocBatch(source, key, shard_index, batch_index)
         current.doc_ids.append(doc.doc_id)
+        current.doc_sources.append(doc.source)
         current.data.append(doc.data)
         shard_fill += len(doc.data)
         current.last_in_shard = shard_fill >= shard_bytes
@@ -134,7 +137,7 @@ class ShardSink:
             state.writer = shards.ShardWriter(path, **self.writer_options)
         store = self.writer_options["store_entropies"]
         for i, (doc_id, data) in enumerate(zip(batch.doc_ids, batch.data)):
-            state.writer.add(doc_id, batch.source, data, batch.patch_lengths[i],
+            state.writer.add(doc_id, batch.doc_sources[i] if batch.doc_sources else batch.source, data, batch.patch_lengths[i],
                              batch.entropies[i] if store else None)
         state.record.documents += len(batch.data)
         if batch.last_in_shard and state.writer is not None:

@@ -1,17 +1,19 @@
 """The state of one patching job in its output directory: naming, completion records, resume.
 
-A job turns each input file into one or more shards named after the file, so the shard a
-document lands in depends only on the file it came from and its position there — never on
-the number of workers, the runner or the batch size. When every shard of an input file is in
-place, a small *completion record* is written under `OUT/.bltdata/done/`; a re-run skips
-the files whose record exists (and matches the job's parameters), which is how a killed run
-is finished. The manifest is built last, from the completion records of all inputs.
+A job groups its input files into *packs* (`plan_packs`: small files together, in input
+order, up to `shard_bytes` of file size; a large file alone) and turns each pack into one or
+more shards named after it, so the shard a document lands in depends only on the pack it came
+from and its position there — never on the number of workers, the runner or the batch size.
+When every shard of a pack is in place, a small *completion record* is written under
+`OUT/.bltdata/done/`; a re-run skips the packs whose record exists (and matches the job's
+parameters, the packing plan's fingerprint included), which is how a killed run is finished.
+The manifest is built last, from the completion records of all packs.
 
 Layout of an output directory:
-    OUT/<file-key>-00000.parquet ...   shards (file-key: the input's source, made file-safe)
-    OUT/rejected/<file-key>.jsonl      records that could not be read, with their reasons
+    OUT/<pack-key>-00000.parquet ...   shards (pack-key: its first input's source, made file-safe)
+    OUT/rejected/<pack-key>.jsonl      records that could not be read, with their reasons
     OUT/.bltdata/job.json              the job's parameters (a re-run must match them)
-    OUT/.bltdata/done/<file-key>.json  completion records
+    OUT/.bltdata/done/<pack-key>.json  completion records
     OUT/.bltdata/progress/...          live counters for the progress display
     OUT/manifest.json                  written last
 """
@@ -50,6 +52,57 @@ def file_key(source: str) -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", source.replace("/", "__")).strip("._") or "input"
     digest = hashlib.sha1(source.encode("utf-8")).hexdigest()[:8]
     return f"{safe[:80]}-{digest}"
+
+
+@dataclass(frozen=True)
+class Pack:
+    """The unit of work and of completion: consecutive input files written into one shard run.
+
+    Small files are packed together (in input order, up to `shard_bytes` of file size) so
+    that a million small files do not make a million shards; a file of `shard_bytes` or more
+    is a pack of its own (and may roll over into several shards). A one-file pack keeps the
+    file's own key, so its shards are named after it.
+    """
+
+    key: str
+    files: tuple  # readers.InputFile, in input order
+
+    @property
+    def sources(self) -> list[str]:
+        return [f.source for f in self.files]
+
+
+def pack_key(sources: list[str]) -> str:
+    if len(sources) == 1:
+        return file_key(sources[0])
+    digest = hashlib.sha1("\n".join(sources).encode("utf-8")).hexdigest()[:8]
+    return f"{file_key(sources[0])}-pack{len(sources)}-{digest}"
+
+
+def plan_packs(files: list, sizes: list[int], shard_bytes: int) -> list[Pack]:
+    """Group `files` (in their order) into packs of at most `shard_bytes` of file size."""
+    packs, current, fill = [], [], 0
+
+    def close():
+        if current:
+            packs.append(Pack(pack_key([f.source for f in current]), tuple(current)))
+
+    for f, size in zip(files, sizes):
+        if size >= shard_bytes or (current and fill + size > shard_bytes):
+            close()
+            current, fill = [], 0
+        current.append(f)
+        fill += size
+        if size >= shard_bytes:
+            close()
+            current, fill = [], 0
+    close()
+    return packs
+
+
+def packing_digest(packs: list[Pack]) -> str:
+    """A fingerprint of the packing plan: a re-run that would pack differently is refused."""
+    return hashlib.sha256(json.dumps([p.sources for p in packs]).encode("utf-8")).hexdigest()[:16]
 
 
 def shard_name(key: str, index: int) -> str:
@@ -164,17 +217,18 @@ def _prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
         probe.unlink()
 
 
-def finish(out_dir: str | os.PathLike, sources: list[str], params: dict, *, patcher: dict,
+def finish(out_dir: str | os.PathLike, packs: list[Pack], params: dict, *, patcher: dict,
            entropy_model: dict | None) -> shards.Manifest:
-    """Write the manifest from the completion records of every input; remove leftovers.
+    """Write the manifest from the completion records of every pack of inputs; remove leftovers.
 
-    Raises if an input has no completion record (its shards are not all written).
+    Raises if a pack has no completion record (its shards are not all written).
     """
     records = []
-    for source in sources:
-        record = read_done(out_dir, file_key(source))
+    for pack in packs:
+        record = read_done(out_dir, pack.key)
         if record is None:
-            raise RuntimeError(f"{source}: no completion record in {out_dir}; the input was not fully processed")
+            raise RuntimeError(f"{', '.join(pack.sources[:3])}{' ...' if len(pack.sources) > 3 else ''}: "
+                               f"no completion record in {out_dir}; the input was not fully processed")
         records.append(record)
     for tmp in fs.glob(str(out_dir), ".*.tmp"):
         fs.remove(tmp)

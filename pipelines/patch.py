@@ -101,11 +101,13 @@ class PreparedJob:
 
     job: PatchJob
     files: list[readers.InputFile]
-    pending: list[readers.InputFile]
+    pending: list[readers.InputFile]  # the files of the pending packs
     patcher: PatcherConfig
     entropy_model: dict | None
     params: dict = field(default_factory=dict)
     threshold_choice: object = None  # bltdata.entropy.calibrate.ThresholdChoice (θ, its source, its target)
+    packs: list = field(default_factory=list)  # jobs.Pack: every unit of work, in input order
+    pending_packs: list = field(default_factory=list)  # jobs.Pack without a completion record
     seconds: float = 0.0  # spent preparing (listing, calibration), before the pipeline runs
 
 
@@ -137,29 +139,37 @@ class ReadDocumentBatches(beam.DoFn):
         self.rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
         self.read_ms = Metrics.counter(METRICS_NAMESPACE, "read_ms")
 
-    def process(self, input_file: readers.InputFile) -> Iterable[batching.DocBatch]:
-        key = jobs.file_key(input_file.source)
-        progress = jobs.ProgressFile(self.job.output, key)
+    def process(self, pack: jobs.Pack) -> Iterable[batching.DocBatch]:
+        progress = jobs.ProgressFile(self.job.output, pack.key)
         rejects: list[dict] = []
         counts = {"documents": 0, "bytes": 0}
-        before = fs.input_stat(input_file.path)
-        with _open_input(input_file, text_field=self.job.text_field, id_field=self.job.id_field) as (records, counter):
-            documents = self._documents(records, rejects, counts, progress, counter)
+        before = {f.source: fs.input_stat(f.path) for f in pack.files}
+        documents = self._pack_documents(pack, rejects, counts, progress)
+        started = time.perf_counter()
+        for batch in batching.iter_doc_batches(documents, source=pack.files[0].source, key=pack.key,
+                                               batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
+                                               shard_bytes=self.job.shard_bytes):
+            self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
+            if batch.last_in_file:  # every document is read: check the files stayed the same
+                for f in pack.files:
+                    if fs.input_stat(f.path) != before[f.source]:
+                        raise RuntimeError(f"{f.source} changed while it was being read; run again")
+                batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
+                batch.input_stat = before[pack.files[0].source] if len(pack.files) == 1 else before
+                self.rejected.inc(batch.rejected)
+            yield batch
             started = time.perf_counter()
-            for batch in batching.iter_doc_batches(documents, source=input_file.source,
-                                                   batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
-                                                   shard_bytes=self.job.shard_bytes):
-                self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
-                if batch.last_in_file:  # every document is read: check the file stayed the same
-                    if fs.input_stat(input_file.path) != before:
-                        raise RuntimeError(f"{input_file.source} changed while it was being read; run again")
-                    batch.rejected = _write_rejects(self.job.output, key, rejects)
-                    batch.input_stat = before
-                    self.rejected.inc(batch.rejected)
-                yield batch
-                started = time.perf_counter()
         progress.update(documents=counts["documents"], bytes_=counts["bytes"],
-                        raw_bytes=input_size(input_file.path), force=True)
+                        raw_bytes=sum(input_size(f.path) for f in pack.files), force=True)
+
+    def _pack_documents(self, pack: jobs.Pack, rejects, counts, progress):
+        finished_raw = 0  # raw bytes of the pack's files already read
+        for input_file in pack.files:
+            with _open_input(input_file, text_field=self.job.text_field, id_field=self.job.id_field) as (records,
+                                                                                                       counter):
+                yield from self._documents(records, rejects, counts, progress,
+                                           lambda: finished_raw + counter())
+            finished_raw += input_size(input_file.path)
 
     def _documents(self, records, rejects, counts, progress, counter):
         for record in records:
@@ -342,13 +352,13 @@ class WriteShards(beam.DoFn):
 class WriteManifest(beam.DoFn):
     def __init__(self, prepared: PreparedJob):
         self.out_dir = prepared.job.output
-        self.sources = [f.source for f in prepared.files]
+        self.packs = prepared.packs
         self.params = prepared.params
         self.patcher = prepared.patcher.to_dict()
         self.entropy_model = prepared.entropy_model
 
     def process(self, finished_sources: list[str]):
-        manifest = jobs.finish(self.out_dir, self.sources, self.params, patcher=self.patcher,
+        manifest = jobs.finish(self.out_dir, self.packs, self.params, patcher=self.patcher,
                                entropy_model=self.entropy_model)
         yield manifest.totals
 
@@ -381,7 +391,7 @@ class PatchCorpus(beam.PTransform):
 
 
 def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
-    files = pipeline | "InputFiles" >> beam.Create(prepared.pending, reshuffle=False)
+    files = pipeline | "InputFiles" >> beam.Create(prepared.pending_packs, reshuffle=False)
     return files | "PatchCorpus" >> PatchCorpus(prepared)
 
 
@@ -404,13 +414,22 @@ def prepare(job: PatchJob) -> PreparedJob:
                              threshold=job.threshold, target_patch_size=job.target_patch_size,
                              calibrate=lambda: calibrate(job, files))
     patcher = job.patcher(theta.threshold)
-    params = job_params(job, files, patcher, entropy_model)
+    packs = jobs.plan_packs(files, [input_size(f.path) for f in files], job.shard_bytes)
+    params = dict(job_params(job, files, patcher, entropy_model), packing=jobs.packing_digest(packs))
     jobs.prepare_output(job.output, params)
-    records = {f.source: jobs.read_done(job.output, jobs.file_key(f.source)) for f in files}
-    jobs.changed_inputs(job.output, [(records[f.source], fs.input_stat(f.path)) for f in files if records[f.source]])
-    pending = [f for f in files if records[f.source] is None]
-    return PreparedJob(job=job, files=files, pending=pending, patcher=patcher, entropy_model=entropy_model,
-                       params=params, threshold_choice=theta, seconds=time.perf_counter() - started)
+    records = {p.key: jobs.read_done(job.output, p.key) for p in packs}
+    jobs.changed_inputs(job.output, [(records[p.key], _pack_stat(p)) for p in packs if records[p.key]])
+    pending_packs = [p for p in packs if records[p.key] is None]
+    return PreparedJob(job=job, files=files, pending=[f for p in pending_packs for f in p.files], patcher=patcher,
+                       entropy_model=entropy_model, params=params, threshold_choice=theta, packs=packs,
+                       pending_packs=pending_packs, seconds=time.perf_counter() - started)
+
+
+def _pack_stat(pack: jobs.Pack):
+    """What a completion record keeps of its inputs: one file's stat, or {source: stat} for a pack."""
+    if len(pack.files) == 1:
+        return fs.input_stat(pack.files[0].path)
+    return {f.source: fs.input_stat(f.path) for f in pack.files}
 
 
 def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:

@@ -1,0 +1,128 @@
+"""Small input files are packed into shared shards (jobs.Pack), with exact resume per pack."""
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from bltdata import jobs, readers, shards
+from bltdata.pipelines import patch as pipeline
+
+SHARD_BYTES = 4096
+
+
+def make_tiny_files(root: Path, n: int) -> int:
+    """n tiny .txt files in two directories (plus one jsonl with a bad line); returns total bytes."""
+    total = 0
+    for i in range(n):
+        path = root / ("a" if i % 2 else "b") / f"f{i:05d}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = (f"file {i} says " + "hello world " * (i % 7)).encode()
+        path.write_bytes(data)
+        total += len(data)
+    bad = b'{"text": "good one"}\nnot json\n'
+    (root / "a" / "mixed.jsonl").write_bytes(bad)
+    return total + len(bad)
+
+
+def run(root, out, workers=1, **kw):
+    job = pipeline.PatchJob(inputs=[str(root)], output=str(out), mode="space", shard_bytes=SHARD_BYTES, **kw)
+    result, prepared = pipeline.run_job(job, workers=workers)
+    return pipeline.metric_totals(result), prepared
+
+
+def digests(out):
+    out = Path(out)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and ".bltdata" not in p.parts)
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def kill_and_rerun(root, tmp_path, monkeypatch, victim: str):
+    real_read = pipeline.readers.read_records
+
+    def failing(fileobj, source, fmt, **kw):
+        if source == victim:
+            raise OSError(f"injected failure while reading {victim}")
+        return real_read(fileobj, source, fmt, **kw)
+
+    monkeypatch.setattr(pipeline.readers, "read_records", failing)
+    with pytest.raises(Exception, match="injected failure"):
+        run(root, tmp_path / "k")
+    assert not (tmp_path / "k" / "manifest.json").exists()
+    monkeypatch.setattr(pipeline.readers, "read_records", real_read)
+    _, prepared = run(root, tmp_path / "k")
+    assert 1 <= len(prepared.pending_packs) <= len(prepared.packs)
+    return prepared
+
+
+def check_packed_output(root, out, total_bytes, n_files):
+    manifest = shards.read_manifest(out)
+    assert len(manifest.shards) <= math.ceil(total_bytes / SHARD_BYTES) + 3
+    sources = [row["source"] for path in shards.shard_files(out) for row in shards.iter_rows(path, ["source"])]
+    assert len(sources) == n_files + 1 and len(set(sources)) == n_files + 1  # each row names its own file
+    rejects = [json.loads(line) for f in (Path(out) / shards.REJECTED_DIR).glob("*.jsonl")
+               for line in f.read_text().splitlines()]
+    assert [(r["source"], r["position"]) for r in rejects] == [("a/mixed.jsonl", 2)]
+
+
+def test_small_files_share_shards_and_a_killed_run_completes_identically(tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    total = make_tiny_files(root, 500)
+    run(root, tmp_path / "ref")
+    check_packed_output(root, tmp_path / "ref", total, 500)
+    prepared = kill_and_rerun(root, tmp_path, monkeypatch, victim="b/f00250.txt")
+    assert len(prepared.pending_packs) < len(prepared.packs)  # the packs done before the kill were skipped
+    assert digests(tmp_path / "k") == digests(tmp_path / "ref")
+
+
+@pytest.mark.slow
+def test_ten_thousand_tiny_files(tmp_path, monkeypatch):
+    root = tmp_path / "in"
+    total = make_tiny_files(root, 10_000)
+    started = time.perf_counter()
+    run(root, tmp_path / "ref")
+    print(f"10,000 files, space mode: {time.perf_counter() - started:.1f} s")
+    check_packed_output(root, tmp_path / "ref", total, 10_000)
+    kill_and_rerun(root, tmp_path, monkeypatch, victim="a/f05001.txt")
+    assert digests(tmp_path / "k") == digests(tmp_path / "ref")
+
+
+def test_packed_shards_are_identical_across_workers_and_batch_budgets(tmp_path):
+    root = tmp_path / "in"
+    make_tiny_files(root, 200)
+    run(root, tmp_path / "one")
+    run(root, tmp_path / "two", workers=2, batch_bytes=64)
+    assert len(shards.read_manifest(tmp_path / "one").shards) >= 2
+    assert digests(tmp_path / "two") == digests(tmp_path / "one")
+
+
+def test_an_added_input_is_refused(tmp_path):
+    root = tmp_path / "in"
+    make_tiny_files(root, 20)
+    run(root, tmp_path / "out")
+    (root / "a" / "f99999.txt").write_bytes(b"new")
+    with pytest.raises(jobs.JobMismatch, match="sources"):
+        run(root, tmp_path / "out")
+
+
+def test_a_changed_input_inside_a_pack_is_named(tmp_path):
+    root = tmp_path / "in"
+    make_tiny_files(root, 20)
+    run(root, tmp_path / "out")
+    changed = root / "a" / "f00003.txt"
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
+    with pytest.raises(jobs.StaleInputs, match="a/f00003.txt"):
+        run(root, tmp_path / "out")
+
+
+def test_plan_packs_groups_small_files_and_keeps_large_ones_alone():
+    files = [readers.InputFile(f"/x/{s}", s, "txt") for s in ["a", "b", "c", "d", "e"]]
+    packs = jobs.plan_packs(files, [10, 10, 100, 5, 5], shard_bytes=30)
+    assert [p.sources for p in packs] == [["a", "b"], ["c"], ["d", "e"]]
+    assert packs[1].key == jobs.file_key("c")  # a file alone keeps its own shard names
+    assert packs[0].key != packs[2].key
+    assert jobs.plan_packs(files, [10, 10, 100, 5, 5], shard_bytes=30) == packs
