@@ -539,16 +539,17 @@ def metric_totals(result, prepared: PreparedJob | None = None) -> dict[str, int]
 def record_totals(prepared: PreparedJob) -> dict[str, int]:
     """documents, bytes, patches, rejected, shards, files of this run, from its completion records."""
     totals = dict.fromkeys(("documents", "bytes", "patches", "rejected", "shards", "files"), 0)
-    for f in prepared.pending:
-        record = jobs.read_done(prepared.job.output, jobs.file_key(f.source))
+    for pack in prepared.pending_packs:
+        record = jobs.read_done(prepared.job.output, pack.key)
         if record is None:
-            raise RuntimeError(f"{f.source}: no completion record in {prepared.job.output} after the run")
+            names = ", ".join(f.source for f in pack.files[:3]) + (" …" if len(pack.files) > 3 else "")
+            raise RuntimeError(f"{names}: no completion record in {prepared.job.output} after the run")
         totals["documents"] += record.documents
         totals["bytes"] += sum(s.bytes for s in record.shards)
         totals["patches"] += sum(s.patches for s in record.shards)
         totals["rejected"] += record.rejected
         totals["shards"] += len(record.shards)
-        totals["files"] += 1
+        totals["files"] += len(pack.files)
     return totals
 
 
