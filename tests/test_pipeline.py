@@ -167,7 +167,7 @@ def test_killed_run_is_completed_identically(corpus, tiny_model, baseline, tmp_p
     done_before = sorted(p.name for p in (tmp_path / "k" / ".bltdata" / "done").iterdir())
     monkeypatch.setattr(pipeline.readers, "read_records", real_read)
     counters, prepared = run(corpus, tmp_path / "k", tiny_model, store_entropies=True, batch_bytes=4096, shard_bytes=3000)
-    assert len(prepared.pending) == len(prepared.files) - len(done_before)
+    assert len(prepared.pending_packs) == len(prepared.packs) - len(done_before)  # completion is per pack
     assert len(prepared.pending) >= 1
     assert digests(tmp_path / "k") == digests(out)
     assert not list((tmp_path / "k").glob(".*.tmp"))
