@@ -1,4 +1,4 @@
-"""The batched engine: entropies are a property of the document alone (DESIGN §2)."""
+"""The batched engine: entropies are a property of the document alone (docs/design.md §2)."""
 import math
 
 import numpy as np

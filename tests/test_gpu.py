@@ -30,7 +30,7 @@ def _worst(a: list[np.ndarray], b: list[np.ndarray]) -> float:
 
 
 def test_fp32_cuda_results_do_not_depend_on_batching_or_chunking():
-    """DESIGN's exactness bound (|ΔH| ≤ 1e-4 in fp32) holds on CUDA too, with a document 20× the window."""
+    """docs/design.md §2's exactness bound (|ΔH| ≤ 1e-4 in fp32) holds on CUDA too, with a document 20× the window."""
     model = _model(small())
     window = model.config.window
     docs = _docs(1, [0, 1, 7, 255, 256, 257, 600, 1500, 20 * window, 3000, 90, 4 * window + 3])

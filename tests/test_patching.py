@@ -1,4 +1,4 @@
-"""Tests for bltdata.patching: every mode against a plain-Python reading of DESIGN §3."""
+"""Tests for bltdata.patching: every mode against a plain-Python reading of docs/design.md §3."""
 from __future__ import annotations
 
 import math
@@ -19,7 +19,7 @@ from bltdata.patching import (
 )
 
 # ---------------------------------------------------------------------------------------
-# The obviously-correct reference: DESIGN §3 read literally, one byte at a time.
+# The obviously-correct reference: docs/design.md §3 read literally, one byte at a time.
 
 
 def space_like(byte: int) -> bool:
