@@ -100,6 +100,17 @@ def plan_packs(files: list, sizes: list[int], shard_bytes: int) -> list[Pack]:
     return packs
 
 
+def one_pack_per_file(files: list) -> list[Pack]:
+    """The plan of output directories written before packing: every file its own pack."""
+    return [Pack(file_key(f.source), (f,)) for f in files]
+
+
+def written_before_packing(out_dir: str | os.PathLike) -> bool:
+    """Whether `out_dir` holds a job whose parameters predate packing (resumed one file a pack)."""
+    job = fs.join(state_dir(out_dir), JOB_FILE)
+    return fs.exists(job) and "packing" not in json.loads(fs.read_text(job))
+
+
 def packing_digest(packs: list[Pack]) -> str:
     """A fingerprint of the packing plan: a re-run that would pack differently is refused."""
     return hashlib.sha256(json.dumps([p.sources for p in packs]).encode("utf-8")).hexdigest()[:16]

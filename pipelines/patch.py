@@ -414,8 +414,12 @@ def prepare(job: PatchJob) -> PreparedJob:
                              threshold=job.threshold, target_patch_size=job.target_patch_size,
                              calibrate=lambda: calibrate(job, files))
     patcher = job.patcher(theta.threshold)
-    packs = jobs.plan_packs(files, [input_size(f.path) for f in files], job.shard_bytes)
-    params = dict(job_params(job, files, patcher, entropy_model), packing=jobs.packing_digest(packs))
+    params = job_params(job, files, patcher, entropy_model)
+    if jobs.written_before_packing(job.output):  # resumed as it was written: one pack per file
+        packs = jobs.one_pack_per_file(files)
+    else:
+        packs = jobs.plan_packs(files, [input_size(f.path) for f in files], job.shard_bytes)
+        params["packing"] = jobs.packing_digest(packs)
     jobs.prepare_output(job.output, params)
     records = {p.key: jobs.read_done(job.output, p.key) for p in packs}
     jobs.changed_inputs(job.output, [(records[p.key], _pack_stat(p)) for p in packs if records[p.key]])

@@ -126,3 +126,32 @@ def test_plan_packs_groups_small_files_and_keeps_large_ones_alone():
     assert packs[1].key == jobs.file_key("c")  # a file alone keeps its own shard names
     assert packs[0].key != packs[2].key
     assert jobs.plan_packs(files, [10, 10, 100, 5, 5], shard_bytes=30) == packs
+
+
+def test_a_directory_written_before_packing_resumes_one_file_per_shard(tmp_path, monkeypatch):
+    """An output directory from before packing (job.json without `packing`) is finished as it was begun."""
+    make_tiny_files(tmp_path / "in", 40)
+    monkeypatch.setattr(pipeline.jobs, "plan_packs", lambda files, sizes, shard_bytes: jobs.one_pack_per_file(files))
+    real_read = pipeline.readers.read_records
+
+    def failing(fileobj, source, fmt, **kw):
+        if source == "b/f00020.txt":
+            raise OSError("injected failure while reading b/f00020.txt")
+        return real_read(fileobj, source, fmt, **kw)
+
+    monkeypatch.setattr(pipeline.readers, "read_records", failing)
+    with pytest.raises(Exception, match="injected failure"):
+        run(tmp_path / "in", tmp_path / "old")
+    job_file = tmp_path / "old" / ".bltdata" / jobs.JOB_FILE
+    params = json.loads(job_file.read_text())
+    del params["packing"]  # what the old code wrote
+    job_file.write_text(json.dumps(params, sort_keys=True, indent=1))
+    monkeypatch.undo()
+
+    _, prepared = run(tmp_path / "in", tmp_path / "old")
+    assert all(len(p.files) == 1 for p in prepared.packs) and len(prepared.packs) == 41
+    assert 1 <= len(prepared.pending_packs) < 41
+    manifest = shards.read_manifest(tmp_path / "old")
+    assert len(manifest.shards) == 41  # one shard per file, as the directory was begun
+    _, fresh = run(tmp_path / "in", tmp_path / "new")
+    assert len(fresh.packs) < 41  # a new directory packs
