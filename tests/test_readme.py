@@ -44,7 +44,7 @@ def test_readme_blocks_are_found_and_few_are_skipped():
     blocks = readme_blocks(README.read_text())
     skipped = [reason for _, _, reason in blocks if reason]
     assert len(blocks) >= 8 and sum(lang == "python" for lang, _, _ in blocks) >= 2
-    assert len(skipped) <= 6, skipped
+    assert len(skipped) <= 8, skipped  # GPU, cluster, downloaded checkpoints, Dataflow only
     assert "bltdata demo" in without_installs(blocks[0][1])
     assert "pip" not in without_installs(blocks[0][1])
 
