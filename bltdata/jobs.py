@@ -71,6 +71,11 @@ class Pack:
     def sources(self) -> list[str]:
         return [f.source for f in self.files]
 
+    @property
+    def label(self) -> str:
+        """Its inputs for a message: the first three sources, then ' ...' if there are more."""
+        return ", ".join(self.sources[:3]) + (" ..." if len(self.files) > 3 else "")
+
 
 def pack_key(sources: list[str]) -> str:
     if len(sources) == 1:
@@ -102,7 +107,7 @@ def plan_packs(files: list, sizes: list[int], shard_bytes: int) -> list[Pack]:
 
 def one_pack_per_file(files: list) -> list[Pack]:
     """The plan of output directories written before packing: every file its own pack."""
-    return [Pack(file_key(f.source), (f,)) for f in files]
+    return [Pack(pack_key([f.source]), (f,)) for f in files]
 
 
 def written_before_packing(out_dir: str | os.PathLike) -> bool:
@@ -238,8 +243,7 @@ def finish(out_dir: str | os.PathLike, packs: list[Pack], params: dict, *, patch
     for pack in packs:
         record = read_done(out_dir, pack.key)
         if record is None:
-            raise RuntimeError(f"{', '.join(pack.sources[:3])}{' ...' if len(pack.sources) > 3 else ''}: "
-                               f"no completion record in {out_dir}; the input was not fully processed")
+            raise RuntimeError(f"{pack.label}: no completion record in {out_dir}; the input was not fully processed")
         records.append(record)
     for tmp in fs.glob(str(out_dir), ".*.tmp"):
         fs.remove(tmp)

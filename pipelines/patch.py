@@ -155,7 +155,7 @@ class ReadDocumentBatches(beam.DoFn):
                     if fs.input_stat(f.path) != before[f.source]:
                         raise RuntimeError(f"{f.source} changed while it was being read; run again")
                 batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
-                batch.input_stat = before[pack.files[0].source] if len(pack.files) == 1 else before
+                batch.input_stat = _pack_stat(pack, before)
                 self.rejected.inc(batch.rejected)
             yield batch
             started = time.perf_counter()
@@ -429,11 +429,13 @@ def prepare(job: PatchJob) -> PreparedJob:
                        pending_packs=pending_packs, seconds=time.perf_counter() - started)
 
 
-def _pack_stat(pack: jobs.Pack):
-    """What a completion record keeps of its inputs: one file's stat, or {source: stat} for a pack."""
-    if len(pack.files) == 1:
-        return fs.input_stat(pack.files[0].path)
-    return {f.source: fs.input_stat(f.path) for f in pack.files}
+def _pack_stat(pack: jobs.Pack, stats: dict | None = None):
+    """What a completion record keeps of its inputs: one file's stat, or {source: stat} for a pack.
+
+    `stats` ({source: stat}) are the stats taken already; by default they are taken now.
+    """
+    stats = stats if stats is not None else {f.source: fs.input_stat(f.path) for f in pack.files}
+    return stats[pack.files[0].source] if len(pack.files) == 1 else stats
 
 
 def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:
@@ -546,8 +548,7 @@ def record_totals(prepared: PreparedJob) -> dict[str, int]:
     for pack in prepared.pending_packs:
         record = jobs.read_done(prepared.job.output, pack.key)
         if record is None:
-            names = ", ".join(f.source for f in pack.files[:3]) + (" …" if len(pack.files) > 3 else "")
-            raise RuntimeError(f"{names}: no completion record in {prepared.job.output} after the run")
+            raise RuntimeError(f"{pack.label}: no completion record in {prepared.job.output} after the run")
         totals["documents"] += record.documents
         totals["bytes"] += sum(s.bytes for s in record.shards)
         totals["patches"] += sum(s.patches for s in record.shards)

@@ -12,3 +12,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def reading_fails(monkeypatch):
+    """`with reading_fails("sub/b.jsonl.zst"):` the pipeline's reader raises OSError on that input
+    (a worker dying mid-run); leaving the block restores the real reader."""
+    from contextlib import contextmanager
+
+    from bltdata.pipelines import patch as pipeline
+
+    @contextmanager
+    def arm(victim: str):
+        real_read = pipeline.readers.read_records
+
+        def failing(fileobj, source, fmt, **kw):
+            if source == victim:
+                raise OSError(f"injected failure while reading {victim}")
+            return real_read(fileobj, source, fmt, **kw)
+
+        monkeypatch.setattr(pipeline.readers, "read_records", failing)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(pipeline.readers, "read_records", real_read)
+
+    return arm

@@ -151,21 +151,12 @@ def test_identical_across_batch_budgets_and_workers(corpus, tiny_model, baseline
     assert digests(tmp_path / "w") == digests(out)
 
 
-def test_killed_run_is_completed_identically(corpus, tiny_model, baseline, tmp_path, monkeypatch):
+def test_killed_run_is_completed_identically(corpus, tiny_model, baseline, tmp_path, reading_fails):
     out, _ = baseline
-    real_read = pipeline.readers.read_records
-
-    def failing(fileobj, source, fmt, **kw):
-        if source == "sub/b.jsonl.zst":
-            raise OSError("injected failure while reading sub/b.jsonl.zst")
-        return real_read(fileobj, source, fmt, **kw)
-
-    monkeypatch.setattr(pipeline.readers, "read_records", failing)
-    with pytest.raises(Exception, match="injected failure"):
+    with reading_fails("sub/b.jsonl.zst"), pytest.raises(Exception, match="injected failure"):
         run(corpus, tmp_path / "k", tiny_model, store_entropies=True, batch_bytes=4096, shard_bytes=3000)
     assert not (tmp_path / "k" / "manifest.json").exists()
     done_before = sorted(p.name for p in (tmp_path / "k" / ".bltdata" / "done").iterdir())
-    monkeypatch.setattr(pipeline.readers, "read_records", real_read)
     counters, prepared = run(corpus, tmp_path / "k", tiny_model, store_entropies=True, batch_bytes=4096, shard_bytes=3000)
     assert len(prepared.pending_packs) == len(prepared.packs) - len(done_before)  # completion is per pack
     assert len(prepared.pending) >= 1

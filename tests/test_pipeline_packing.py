@@ -40,19 +40,10 @@ def digests(out):
     return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
-def kill_and_rerun(root, tmp_path, monkeypatch, victim: str):
-    real_read = pipeline.readers.read_records
-
-    def failing(fileobj, source, fmt, **kw):
-        if source == victim:
-            raise OSError(f"injected failure while reading {victim}")
-        return real_read(fileobj, source, fmt, **kw)
-
-    monkeypatch.setattr(pipeline.readers, "read_records", failing)
-    with pytest.raises(Exception, match="injected failure"):
+def kill_and_rerun(root, tmp_path, reading_fails, victim: str):
+    with reading_fails(victim), pytest.raises(Exception, match="injected failure"):
         run(root, tmp_path / "k")
     assert not (tmp_path / "k" / "manifest.json").exists()
-    monkeypatch.setattr(pipeline.readers, "read_records", real_read)
     _, prepared = run(root, tmp_path / "k")
     assert 1 <= len(prepared.pending_packs) <= len(prepared.packs)
     return prepared
@@ -68,25 +59,25 @@ def check_packed_output(root, out, total_bytes, n_files):
     assert [(r["source"], r["position"]) for r in rejects] == [("a/mixed.jsonl", 2)]
 
 
-def test_small_files_share_shards_and_a_killed_run_completes_identically(tmp_path, monkeypatch):
+def test_small_files_share_shards_and_a_killed_run_completes_identically(tmp_path, reading_fails):
     root = tmp_path / "in"
     total = make_tiny_files(root, 500)
     run(root, tmp_path / "ref")
     check_packed_output(root, tmp_path / "ref", total, 500)
-    prepared = kill_and_rerun(root, tmp_path, monkeypatch, victim="b/f00250.txt")
+    prepared = kill_and_rerun(root, tmp_path, reading_fails, victim="b/f00250.txt")
     assert len(prepared.pending_packs) < len(prepared.packs)  # the packs done before the kill were skipped
     assert digests(tmp_path / "k") == digests(tmp_path / "ref")
 
 
 @pytest.mark.slow
-def test_ten_thousand_tiny_files(tmp_path, monkeypatch):
+def test_ten_thousand_tiny_files(tmp_path, reading_fails):
     root = tmp_path / "in"
     total = make_tiny_files(root, 10_000)
     started = time.perf_counter()
     run(root, tmp_path / "ref")
     print(f"10,000 files, space mode: {time.perf_counter() - started:.1f} s")
     check_packed_output(root, tmp_path / "ref", total, 10_000)
-    kill_and_rerun(root, tmp_path, monkeypatch, victim="a/f05001.txt")
+    kill_and_rerun(root, tmp_path, reading_fails, victim="a/f05001.txt")
     assert digests(tmp_path / "k") == digests(tmp_path / "ref")
 
 
@@ -128,19 +119,11 @@ def test_plan_packs_groups_small_files_and_keeps_large_ones_alone():
     assert jobs.plan_packs(files, [10, 10, 100, 5, 5], shard_bytes=30) == packs
 
 
-def test_a_directory_written_before_packing_resumes_one_file_per_shard(tmp_path, monkeypatch):
+def test_a_directory_written_before_packing_resumes_one_file_per_shard(tmp_path, monkeypatch, reading_fails):
     """An output directory from before packing (job.json without `packing`) is finished as it was begun."""
     make_tiny_files(tmp_path / "in", 40)
     monkeypatch.setattr(pipeline.jobs, "plan_packs", lambda files, sizes, shard_bytes: jobs.one_pack_per_file(files))
-    real_read = pipeline.readers.read_records
-
-    def failing(fileobj, source, fmt, **kw):
-        if source == "b/f00020.txt":
-            raise OSError("injected failure while reading b/f00020.txt")
-        return real_read(fileobj, source, fmt, **kw)
-
-    monkeypatch.setattr(pipeline.readers, "read_records", failing)
-    with pytest.raises(Exception, match="injected failure"):
+    with reading_fails("b/f00020.txt"), pytest.raises(Exception, match="injected failure"):
         run(tmp_path / "in", tmp_path / "old")
     job_file = tmp_path / "old" / ".bltdata" / jobs.JOB_FILE
     params = json.loads(job_file.read_text())
