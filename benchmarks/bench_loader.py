@@ -87,7 +87,7 @@ def write_dataset(out: Path, size_mb: int, *, shard_mb: int = 32, seed: int = 0)
                        lengths[patch_offsets[d]:patch_offsets[d + 1]])
         infos.append(writer.close())
     shards.write_manifest(out, {"benchmark": True, "size_mb": size_mb, "seed": seed}, infos, 0,
-                          patcher=patcher.to_dict())
+                          data_dir="", patcher=patcher.to_dict())  # shards beside the manifest
 
 
 def subset_dataset(full: Path, out: Path, fraction: float) -> None:
@@ -100,8 +100,8 @@ def subset_dataset(full: Path, out: Path, fraction: float) -> None:
     for info in keep:
         link = out / info.file
         if not link.exists():
-            link.symlink_to((full / info.file).resolve())
-    shards.write_manifest(out, manifest.params, keep, 0, patcher=manifest.patcher)
+            link.symlink_to(manifest.shard_path(info).resolve())
+    shards.write_manifest(out, manifest.params, keep, 0, data_dir="", patcher=manifest.patcher)
 
 
 # ----------------------------------------------------------------------------- baselines

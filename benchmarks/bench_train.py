@@ -102,7 +102,7 @@ def write_shard_dir(out: Path, docs, patcher: dict, entropy_model: dict) -> Path
     writer = shards.ShardWriter(out / "part-00000.parquet", patcher=patcher, entropy_model=entropy_model)
     for i, (data, lengths) in enumerate(docs):
         writer.add(f"doc-{i}", "default-corpus", data, lengths)
-    shards.write_manifest(out, {"benchmark": "bench_train"}, [writer.close()], 0, patcher=patcher,
+    shards.write_manifest(out, {"benchmark": "bench_train"}, [writer.close()], 0, data_dir="", patcher=patcher,
                           entropy_model=entropy_model)
     return out
 

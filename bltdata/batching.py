@@ -116,11 +116,13 @@ class ShardSink:
     completion record and returns the `FileRecord`.
     """
 
-    def __init__(self, out_dir: str | Path, *, patcher: dict, entropy_model: dict | None,
+    def __init__(self, out_dir: str | Path, *, data_dir: str, patcher: dict, entropy_model: dict | None,
                  store_entropies: bool, row_group_bytes: int = shards.DEFAULT_ROW_GROUP_BYTES):
         self.out_dir = str(out_dir)
+        self.data_dir = data_dir
+        self.shard_dir = jobs.shard_dir(out_dir, data_dir)  # shards are written under OUT/.bltdata/staging first
         self.writer_options = dict(patcher=patcher, entropy_model=entropy_model, store_entropies=store_entropies,
-                                   row_group_bytes=row_group_bytes)
+                                   row_group_bytes=row_group_bytes, staging_dir=shards.staging_path(out_dir))
         self._files: dict[str, _OpenFile] = {}
 
     def consume(self, batch: DocBatch) -> jobs.FileRecord | None:
@@ -133,7 +135,7 @@ class ShardSink:
 
     def _write(self, state: "_OpenFile", batch: DocBatch) -> jobs.FileRecord | None:
         if state.writer is None and batch.data:
-            path = fs.join(self.out_dir, jobs.shard_name(batch.key, batch.shard_index))
+            path = fs.join(self.shard_dir, jobs.shard_name(batch.key, batch.shard_index))
             state.writer = shards.ShardWriter(path, **self.writer_options)
         store = self.writer_options["store_entropies"]
         for i, (doc_id, data) in enumerate(zip(batch.doc_ids, batch.data)):
@@ -156,7 +158,7 @@ class ShardSink:
     def _remove_other_shards(self, record: jobs.FileRecord) -> None:
         """Shards of the same input left by an earlier version of it (it had more of them)."""
         mine = {info.file for info in record.shards}
-        for path in fs.glob(self.out_dir, f"{record.key}-[0-9][0-9][0-9][0-9][0-9]{shards.SHARD_SUFFIX}"):
+        for path in fs.glob(self.shard_dir, f"{record.key}-[0-9][0-9][0-9][0-9][0-9]{shards.SHARD_SUFFIX}"):
             if fs.basename(path) not in mine:
                 fs.remove(path)
 

@@ -127,12 +127,16 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def publish(local_file: str, final: str) -> None:
-    """Move a finished local file to `final` (local rename, or upload + remote rename)."""
+def publish(local_file: str, final: str, *, temporary: str | None = None) -> None:
+    """Move a finished local file to `final` (local rename, or upload + remote rename).
+
+    A remote upload goes to `temporary` (default: a hidden name beside `final`) and is then
+    renamed to `final`.
+    """
     if not is_remote(final):
         os.replace(local_file, final)
         return
-    tmp = temporary_name(final)
+    tmp = temporary or temporary_name(final)
     with open(local_file, "rb") as src, _beam().create(tmp) as dst:
         shutil.copyfileobj(src, dst, _COPY_CHUNK)
     _replace_remote(tmp, final)

@@ -10,12 +10,17 @@ parameters, the packing plan's fingerprint included), which is how a killed run 
 The manifest is built last, from the completion records of all packs.
 
 Layout of an output directory:
-    OUT/<pack-key>-00000.parquet ...   shards (pack-key: its first input's source, made file-safe)
+    OUT/data/<pack-key>-00000.parquet  shards, and nothing else: a Parquet dataset directory
+                                       (pack-key: its first input's source, made file-safe)
     OUT/rejected/<pack-key>.jsonl      records that could not be read, with their reasons
     OUT/.bltdata/job.json              the job's parameters (a re-run must match them)
     OUT/.bltdata/done/<pack-key>.json  completion records
+    OUT/.bltdata/staging/              shards being written (renamed into data/ when complete)
     OUT/.bltdata/progress/...          live counters for the progress display
     OUT/manifest.json                  written last
+
+A job begun before `data/` existed (its job.json has no `data_dir`) is resumed as it was
+written, with the shards directly in OUT (`written_before_data_dir`).
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from pathlib import Path
 
 from bltdata import fs, shards
 
-STATE_DIR = ".bltdata"
+STATE_DIR = shards.STATE_DIR
 DONE_DIR = "done"
 PROGRESS_DIR = "progress"
 JOB_FILE = "job.json"
@@ -116,6 +121,22 @@ def written_before_packing(out_dir: str | os.PathLike) -> bool:
     return fs.exists(job) and "packing" not in json.loads(fs.read_text(job))
 
 
+def written_before_data_dir(out_dir: str | os.PathLike) -> bool:
+    """Whether `out_dir` holds a job begun before shards went to `data/` (resumed with the shards in OUT)."""
+    job = fs.join(state_dir(out_dir), JOB_FILE)
+    return fs.exists(job) and "data_dir" not in json.loads(fs.read_text(job))
+
+
+def data_dir_of(params: dict) -> str:
+    """The shards' directory, relative to OUT, of a job with these parameters ("": OUT itself)."""
+    return params.get("data_dir", "")
+
+
+def shard_dir(out_dir: str | os.PathLike, data_dir: str) -> str:
+    """Where a job's shards go: OUT/data, or OUT in a job begun before `data/`."""
+    return fs.join(out_dir, data_dir) if data_dir else str(out_dir)
+
+
 def packing_digest(packs: list[Pack]) -> str:
     """A fingerprint of the packing plan: a re-run that would pack differently is refused."""
     return hashlib.sha256(json.dumps([p.sources for p in packs]).encode("utf-8")).hexdigest()[:16]
@@ -159,14 +180,14 @@ def write_done(out_dir: str | os.PathLike, record: FileRecord) -> None:
     fs.write_text_atomic(done_path(out_dir, record.key), json.dumps(record.to_dict(), sort_keys=True))
 
 
-def read_done(out_dir: str | os.PathLike, key: str) -> FileRecord | None:
-    """The completion record of an input, if its shards are all still in place."""
+def read_done(out_dir: str | os.PathLike, key: str, *, data_dir: str) -> FileRecord | None:
+    """The completion record of an input, if its shards are all still in place (in `data_dir`)."""
     path = done_path(out_dir, key)
     if not fs.exists(path):
         return None
     record = FileRecord.from_dict(json.loads(fs.read_text(path)))
     for info in record.shards:
-        shard = fs.join(out_dir, info.file)
+        shard = fs.join(shard_dir(out_dir, data_dir), info.file)
         if not fs.exists(shard) or fs.size(shard) != info.size:
             return None
     return record
@@ -225,6 +246,8 @@ def _prepare_output(out_dir: str | os.PathLike, params: dict) -> None:
     else:
         fs.makedirs(fs.join(state_dir(out_dir), DONE_DIR))
         fs.write_text_atomic(job, json.dumps(params, sort_keys=True, indent=1))
+    fs.makedirs(shard_dir(out_dir, data_dir_of(params)))
+    fs.makedirs(shards.staging_path(out_dir))
     if not fs.is_remote(out_dir):
         for stale in Path(state_dir(out_dir), PROGRESS_DIR).glob("*.json"):
             stale.unlink()
@@ -239,17 +262,20 @@ def finish(out_dir: str | os.PathLike, packs: list[Pack], params: dict, *, patch
 
     Raises if a pack has no completion record (its shards are not all written).
     """
+    data_dir = data_dir_of(params)
     records = []
     for pack in packs:
-        record = read_done(out_dir, pack.key)
+        record = read_done(out_dir, pack.key, data_dir=data_dir)
         if record is None:
             raise RuntimeError(f"{pack.label}: no completion record in {out_dir}; the input was not fully processed")
         records.append(record)
-    for tmp in fs.glob(str(out_dir), ".*.tmp"):
-        fs.remove(tmp)
+    for where in dict.fromkeys([str(out_dir), shard_dir(out_dir, data_dir), shards.staging_path(out_dir)]):
+        for tmp in fs.glob(where, ".*.tmp"):  # left by killed attempts (older versions wrote them beside)
+            fs.remove(tmp)
     all_shards = [s for r in records for s in r.shards]
     rejected = sum(r.rejected for r in records)
-    return shards.write_manifest(out_dir, params, all_shards, rejected, patcher=patcher, entropy_model=entropy_model)
+    return shards.write_manifest(out_dir, params, all_shards, rejected, data_dir=data_dir, patcher=patcher,
+                                 entropy_model=entropy_model)
 
 
 # ----------------------------------------------------------------------------- progress

@@ -6,10 +6,16 @@ that checks them (`bltdata verify`, the tests) goes through `validate`.
 
 A shard is one Parquet file (zstd, page checksums on) with one row per document. Rows are
 buffered and flushed as a row group once they hold `row_group_bytes` of document bytes, so a
-DataLoader worker can take a row group (a few MB) at a time. Files appear atomically: each is
-written under a hidden temporary name in the same directory and renamed when complete, and
-the manifest is written last. Nothing written depends on the clock, so the same inputs give
-byte-identical files.
+DataLoader worker can take a row group (a few MB) at a time. Nothing written depends on the
+clock, so the same inputs give byte-identical files.
+
+Layout: a shard directory `OUT/` holds `manifest.json`, `rejected/` and `.bltdata/`; the shards
+go in `OUT/data/`, which holds nothing else, so every Parquet reader (pyarrow, polars, duckdb,
+HF `datasets`) opens `OUT/data` as a dataset. Files appear atomically: a shard is written under
+`OUT/.bltdata/staging/` (same filesystem) and renamed into `data/` when complete — a crash never
+leaves a temporary file in `data/` — and the manifest is written last. The manifest records
+the shards' directory (`data_dir`); manifests of format version 1 (written before `data/`)
+have the shards beside them, and are still read (`Manifest.shard_path` resolves both).
 """
 from __future__ import annotations
 
@@ -34,8 +40,12 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT_VERSION = 1
+MANIFEST_FORMAT_VERSION = 2  # 2: `data_dir` names the shards' directory; 1: shards beside the manifest
+READABLE_FORMAT_VERSIONS = (1, 2)
 REJECTED_DIR = "rejected"
+DATA_DIR = "data"          # OUT/data/: the shards and nothing else
+STATE_DIR = ".bltdata"     # OUT/.bltdata/: job state and write temporaries
+STAGING_DIR = "staging"    # OUT/.bltdata/staging/: shards being written
 SHARD_SUFFIX = ".parquet"
 DEFAULT_ROW_GROUP_BYTES = 4 << 20
 COMPRESSION = "zstd"
@@ -77,9 +87,21 @@ def shard_metadata(patcher: dict, entropy_model: dict | None) -> dict[bytes, byt
     }
 
 
-def temporary_path(final: Path) -> Path:
-    """Where a local file is written before it is renamed to `final` (same dir, hidden name)."""
-    return final.with_name(f".{final.name}.tmp")
+def temporary_path(final: Path, staging_dir: str | os.PathLike | None = None) -> Path:
+    """Where a local file is written before it is renamed to `final`: in `staging_dir` when
+    given (so nothing but finished files ever appears beside `final`), else a hidden name in
+    `final`'s directory."""
+    return (Path(staging_dir) if staging_dir is not None else final.parent) / f".{final.name}.tmp"
+
+
+def data_path(out_dir: str | os.PathLike) -> str:
+    """The shards' directory of a shard directory written in the current layout."""
+    return fs.join(out_dir, DATA_DIR)
+
+
+def staging_path(out_dir: str | os.PathLike) -> str:
+    """Where the shards of `out_dir` are written before they are renamed into place."""
+    return fs.join(out_dir, STATE_DIR, STAGING_DIR)
 
 
 @dataclass
@@ -110,23 +132,31 @@ class ShardWriter:
 
     `add` takes the document's bytes, its patch lengths (int32, summing to len(data)) and,
     when the shard stores them, its n + 1 entropies. `close` flushes, renames the temporary
-    file to its final name and returns the `ShardInfo` for the manifest.
+    file to its final name and returns the `ShardInfo` for the manifest. With `staging_dir`
+    (`staging_path(OUT)` for a shard of OUT/data) the temporary file is written there.
     """
 
     def __init__(self, path: str | os.PathLike, *, patcher: dict, entropy_model: dict | None = None,
-                 store_entropies: bool = False, row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES):
+                 store_entropies: bool = False, row_group_bytes: int = DEFAULT_ROW_GROUP_BYTES,
+                 staging_dir: str | os.PathLike | None = None):
         self.path = str(path)
         self.store_entropies = store_entropies
         self.row_group_bytes = row_group_bytes
         self.schema = shard_schema(store_entropies, shard_metadata(patcher, entropy_model))
+        self._remote_tmp = None
         if fs.is_remote(self.path):  # written locally, uploaded on close
             import tempfile
 
             handle, tmp = tempfile.mkstemp(suffix=SHARD_SUFFIX, prefix="bltdata-")
             os.close(handle)
             self._tmp = Path(tmp)
+            if staging_dir is not None:
+                self._remote_tmp = fs.join(staging_dir, f".{fs.basename(self.path)}.tmp")
         else:
-            self._tmp = temporary_path(Path(self.path))
+            self._tmp = temporary_path(Path(self.path), staging_dir)
+            if staging_dir is not None:
+                self._tmp.parent.mkdir(parents=True, exist_ok=True)
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = pq.ParquetWriter(
             self._tmp, self.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
             write_page_checksum=True, write_statistics=["num_bytes", "num_patches"],
@@ -180,7 +210,7 @@ class ShardWriter:
         with pa.memory_map(str(self._tmp)) as mapped:
             metadata = pq.read_metadata(mapped)
             row_group_sha256 = [row_group_digest(mapped, metadata, i) for i in range(metadata.num_row_groups)]
-        fs.publish(str(self._tmp), self.path)
+        fs.publish(str(self._tmp), self.path, temporary=self._remote_tmp)
         return ShardInfo(
             file=fs.basename(self.path), rows=self._rows, bytes=self._bytes, patches=self._patches,
             row_groups=len(self._row_group_rows), size=size, sha256=digest,
@@ -249,6 +279,7 @@ class Manifest:
     fingerprint: str = ""
     path: Path | None = None
     declared_totals: dict | None = None  # the totals as written in the file (`totals` recomputes them)
+    data_dir: str = ""  # the shards' directory, relative to the manifest's ("": beside it, format 1)
 
     @property
     def totals(self) -> dict:
@@ -264,11 +295,18 @@ class Manifest:
 
     @property
     def directory(self) -> Path:
+        """The job directory: the manifest's own (it holds `rejected/` and `.bltdata/`)."""
         assert self.path is not None, "manifest was not read from disk"
         return self.path.parent
 
+    @property
+    def shard_dir(self) -> Path:
+        """The directory holding the shards: `OUT/data`, or `OUT` itself in the old layout."""
+        return self.directory / self.data_dir if self.data_dir else self.directory
+
     def shard_path(self, shard: ShardInfo) -> Path:
-        return self.directory / shard.file
+        """Where a listed shard is: every reader of a manifest's shards goes through this."""
+        return self.shard_dir / shard.file
 
 
 def manifest_fingerprint(shards: Iterable[ShardInfo]) -> str:
@@ -278,16 +316,23 @@ def manifest_fingerprint(shards: Iterable[ShardInfo]) -> str:
 
 
 def write_manifest(out_dir: str | os.PathLike, params: dict, shards: list[ShardInfo], rejected: int,
-                   *, patcher: dict | None = None, entropy_model: dict | None = None) -> Manifest:
-    """Write `manifest.json` atomically; call it after every shard is in place."""
+                   *, data_dir: str, patcher: dict | None = None, entropy_model: dict | None = None) -> Manifest:
+    """Write `OUT/manifest.json` atomically; call it after every shard is in place.
+
+    `data_dir` is where the shards are, relative to `out_dir`: `DATA_DIR` for the current
+    layout, "" for shards beside the manifest (a job begun before `data/` existed).
+    """
+    if data_dir_problem(data_dir):
+        raise ValueError(f"{out_dir}: data_dir {data_dir!r} {data_dir_problem(data_dir)}")
     shards = sorted(shards, key=lambda s: s.file)
     manifest = Manifest(params=params, shards=shards, rejected=rejected, patcher=patcher,
-                        entropy_model=entropy_model, fingerprint=manifest_fingerprint(shards))
+                        entropy_model=entropy_model, fingerprint=manifest_fingerprint(shards), data_dir=data_dir)
     doc = {
         "format": "bltdata.manifest",
         "format_version": MANIFEST_FORMAT_VERSION,
         "schema_version": SCHEMA_VERSION,
         "bltdata_version": __version__,
+        "data_dir": data_dir,
         "params": params,
         "patcher": patcher,
         "entropy_model": entropy_model,
@@ -299,6 +344,15 @@ def write_manifest(out_dir: str | os.PathLike, params: dict, shards: list[ShardI
     fs.write_text_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     manifest.path = None if fs.is_remote(path) else Path(path)
     return manifest
+
+
+def data_dir_problem(data_dir) -> str | None:
+    """Why `data_dir` cannot name a shard directory inside the job directory (None: it can)."""
+    if not isinstance(data_dir, str):
+        return "is not a string"
+    if data_dir and (Path(data_dir).name != data_dir or data_dir.startswith(".") or "\\" in data_dir):
+        return "is not a plain directory name inside the job directory"
+    return None
 
 
 class ManifestError(ValueError):
@@ -342,9 +396,28 @@ def _shard_entry_problems(shard: ShardInfo) -> list[str]:
 
 
 def manifest_path(path: str | os.PathLike) -> Path:
-    """The manifest of a shard directory (or the path itself if it names the manifest)."""
+    """The manifest of a shard directory given as `OUT`, `OUT/data` or `OUT/manifest.json`.
+
+    `OUT/data` (a directory named `DATA_DIR` with no manifest of its own) finds the manifest
+    one level up, so every command takes the Parquet dataset directory as well as the job's.
+    """
     p = Path(path)
-    return p if p.name == MANIFEST_NAME else p / MANIFEST_NAME
+    if p.name == MANIFEST_NAME:
+        return p
+    if p.name == DATA_DIR and not (p / MANIFEST_NAME).exists() and (p.parent / MANIFEST_NAME).exists():
+        return p.parent / MANIFEST_NAME
+    return p / MANIFEST_NAME
+
+
+def _remote_manifest_path(path: str) -> str:
+    """`manifest_path` for a remote directory (`gs://.../OUT`, `.../OUT/data` or the manifest)."""
+    path = path.rstrip("/")
+    if fs.basename(path) == MANIFEST_NAME:
+        return path
+    own = fs.join(path, MANIFEST_NAME)
+    if fs.basename(path) == DATA_DIR and not fs.exists(own):
+        return fs.join(path.rsplit("/", 1)[0], MANIFEST_NAME)
+    return own
 
 
 def read_manifest(path: str | os.PathLike, *, check: bool = True) -> Manifest:
@@ -354,22 +427,25 @@ def read_manifest(path: str | os.PathLike, *, check: bool = True) -> Manifest:
     refused with `ManifestError`; `validate` reads it unchecked and reports each problem.
     """
     remote = fs.is_remote(path)
-    mpath = (str(path) if str(path).endswith(MANIFEST_NAME) else fs.join(path, MANIFEST_NAME)) if remote \
-        else manifest_path(path)
+    mpath = _remote_manifest_path(str(path)) if remote else manifest_path(path)
     try:
         doc = json.loads(fs.read_text(str(mpath)) if remote else Path(mpath).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{mpath}: no manifest (is {Path(mpath).parent} a bltdata shard directory?)") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{mpath}: manifest is not valid JSON: {e}") from None
-    if doc.get("format") != "bltdata.manifest" or doc.get("format_version") != MANIFEST_FORMAT_VERSION:
-        raise ValueError(f"{mpath}: not a bltdata manifest of format version {MANIFEST_FORMAT_VERSION}")
+    if doc.get("format") != "bltdata.manifest" or doc.get("format_version") not in READABLE_FORMAT_VERSIONS:
+        raise ValueError(f"{mpath}: not a bltdata manifest of format version "
+                         f"{' or '.join(map(str, READABLE_FORMAT_VERSIONS))} (found {doc.get('format_version')!r})")
     try:
         shards = [ShardInfo.from_dict(s) for s in doc["shards"]]
+        data_dir = doc["data_dir"] if doc["format_version"] >= 2 else ""  # format 1: shards beside it
+        if data_dir_problem(data_dir):
+            raise ValueError(f"data_dir {data_dir!r} {data_dir_problem(data_dir)}")
         manifest = Manifest(params=doc.get("params", {}), shards=shards, rejected=int(doc["totals"]["rejected"]),
                             patcher=doc.get("patcher"), entropy_model=doc.get("entropy_model"),
                             fingerprint=doc["fingerprint"], path=None if remote else Path(mpath),
-                            declared_totals=dict(doc["totals"]))
+                            declared_totals=dict(doc["totals"]), data_dir=data_dir)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{mpath}: manifest lacks or mangles a field ({type(e).__name__}: {e})") from None
     problems = manifest_problems(manifest) if check else []
@@ -427,7 +503,10 @@ def shard_files(directory: str | os.PathLike) -> list[Path]:
     if manifest_path(d).exists():
         manifest = read_manifest(d)
         return [manifest.shard_path(s) for s in manifest.shards]
-    return sorted(p for p in d.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
+    found = sorted(p for p in d.glob(f"*{SHARD_SUFFIX}") if not p.name.startswith("."))
+    if not found and (d / DATA_DIR).is_dir():  # a job directory whose manifest is not written yet
+        return shard_files(d / DATA_DIR)
+    return found
 
 
 def iter_rows(path: str | os.PathLike, columns: list[str] | None = None) -> Iterator[dict]:
@@ -492,15 +571,34 @@ def validate(path: str | os.PathLike) -> list[Problem]:
 
 def _validate_manifest(manifest: Manifest) -> list[Problem]:
     problems = [Problem(str(manifest.path), message) for message in manifest_problems(manifest)]
-    listed = {s.file for s in manifest.shards}
-    for extra in sorted(set(p.name for p in manifest.directory.glob(f"*{SHARD_SUFFIX}")) - listed):
-        problems.append(Problem(str(manifest.directory / extra), "shard on disk is not in the manifest"))
+    problems.extend(_unlisted_files(manifest))
     rejected = _count_rejected(manifest.directory)
     if rejected != manifest.rejected:
         problems.append(Problem(str(manifest.path), f"manifest counts {manifest.rejected} rejected records, "
                                                     f"{REJECTED_DIR}/ holds {rejected}"))
     for shard in manifest.shards:
         problems.extend(_validate_listed_shard(manifest, shard))
+    return problems
+
+
+def _unlisted_files(manifest: Manifest) -> list[Problem]:
+    """Shards on disk the manifest does not list; in `data/`, anything that is not a listed shard
+    (Parquet readers opening the directory would read it, or refuse the directory)."""
+    listed = {s.file for s in manifest.shards}
+    if not manifest.data_dir:
+        return [Problem(str(manifest.directory / extra), "shard on disk is not in the manifest")
+                for extra in sorted({p.name for p in manifest.directory.glob(f"*{SHARD_SUFFIX}")} - listed)]
+    if not manifest.shard_dir.is_dir():
+        return [Problem(str(manifest.shard_dir), "the manifest's data directory is missing")] if listed else []
+    problems = []
+    for entry in sorted(manifest.shard_dir.iterdir()):
+        if entry.name in listed and entry.is_file():
+            continue
+        if entry.is_file() and entry.suffix == SHARD_SUFFIX and not entry.name.startswith("."):
+            problems.append(Problem(str(entry), "shard on disk is not in the manifest"))
+        else:
+            problems.append(Problem(str(entry), f"not a shard: {manifest.data_dir}/ must hold only the shards "
+                                                f"(Parquet readers opening the directory fail on other files)"))
     return problems
 
 

@@ -57,8 +57,9 @@ def patch(arguments, output, workers, runner, progress, dask_address, dask_worke
     """Patch a corpus into Parquet shards with the Apache Beam pipeline.
 
     INPUT: .jsonl, .jsonl.zst, .jsonl.gz, .txt (one document per file) or .parquet files,
-    directories of them, or glob patterns. Shards, `manifest.json` and `rejected/` are
-    written to OUT. Re-running with the same options on the same OUT finishes an
+    directories of them, or glob patterns. The shards are written to OUT/data/, which holds
+    nothing else, so any Parquet reader opens it as a dataset (pl.read_parquet("OUT/data"));
+    `manifest.json` and `rejected/` go in OUT. Re-running with the same options on the same OUT finishes an
     interrupted run and skips the inputs already done.
 
     \b
@@ -114,6 +115,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress,
     manifest = shards.read_manifest(prepared.job.output)
     return {"counters": counters, "totals": manifest.totals, "wall": wall,
             "skipped": len(prepared.files) - len(prepared.pending), "output": prepared.job.output,
+            "dataset_dir": jobs.shard_dir(prepared.job.output, manifest.data_dir),
             "rejected_dir": fs.join(prepared.job.output, shards.REJECTED_DIR),
             "threshold": prepared.patcher.threshold, "mode": prepared.patcher.mode,
             "threshold_choice": prepared.threshold_choice, "prepare": prepared.seconds}
@@ -152,8 +154,20 @@ def _print_summary(summary):
         *_threshold_lines(summary.get("threshold_choice"), summary["mode"], mean),
         "rejected records  " + (f"{t['rejected']:,} records in {summary['rejected_dir']} (source, line/row, reason)"
                                  if t["rejected"] else "none"),
+        *_dataset_lines(summary["dataset_dir"], summary["output"]),
     ]
     click.echo("\n".join(lines))
+
+
+def _dataset_lines(dataset_dir, output):
+    """Where the Parquet dataset is and how to open it with the usual readers."""
+    if os.path.normpath(str(dataset_dir)) == os.path.normpath(str(output)):  # a job begun before data/
+        return [f"parquet dataset   {dataset_dir}/*.parquet (shards beside manifest.json and rejected/: "
+                f"a job begun before data/ existed; open the files, not the directory)"]
+    return [f"parquet dataset   {dataset_dir} (only the shards: open the directory with any Parquet reader)",
+            f'  polars  pl.read_parquet("{dataset_dir}")     pyarrow  pq.read_table("{dataset_dir}")',
+            f"  duckdb  SELECT count(*) FROM '{dataset_dir}/*.parquet'",
+            f'  HF      datasets.load_dataset("parquet", data_dir="{dataset_dir}", split="train")']
 
 
 def _threshold_lines(choice, mode, mean):

@@ -34,7 +34,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from bltdata import batching, fs, jobs, readers
+from bltdata import batching, fs, jobs, readers, shards
 from bltdata.device import PRECISIONS, job_precision, resolve_device, set_threads
 from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
 
@@ -215,8 +215,6 @@ class _open_input:
 
 
 def _write_rejects(out_dir: str, key: str, rejects: list[dict]) -> int:
-    from bltdata import shards
-
     if not rejects:  # a file left by an earlier, interrupted attempt
         fs.remove(fs.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl"))
     return shards.write_rejects(out_dir, key, rejects)
@@ -324,7 +322,7 @@ class WriteShards(beam.DoFn):
     def __init__(self, prepared: PreparedJob):
         self.out_dir = prepared.job.output
         self.options = dict(patcher=prepared.patcher.to_dict(), entropy_model=prepared.entropy_model,
-                            store_entropies=prepared.job.store_entropies)
+                            store_entropies=prepared.job.store_entropies, data_dir=jobs.data_dir_of(prepared.params))
         self.shards = Metrics.counter(METRICS_NAMESPACE, "shards")
         self.files = Metrics.counter(METRICS_NAMESPACE, "files")
         self.write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
@@ -420,8 +418,10 @@ def prepare(job: PatchJob) -> PreparedJob:
     else:
         packs = jobs.plan_packs(files, [input_size(f.path) for f in files], job.shard_bytes)
         params["packing"] = jobs.packing_digest(packs)
+    if not jobs.written_before_data_dir(job.output):  # else resumed as written: shards directly in OUT
+        params["data_dir"] = shards.DATA_DIR
     jobs.prepare_output(job.output, params)
-    records = {p.key: jobs.read_done(job.output, p.key) for p in packs}
+    records = {p.key: jobs.read_done(job.output, p.key, data_dir=jobs.data_dir_of(params)) for p in packs}
     jobs.changed_inputs(job.output, [(records[p.key], _pack_stat(p)) for p in packs if records[p.key]])
     pending_packs = [p for p in packs if records[p.key] is None]
     return PreparedJob(job=job, files=files, pending=[f for p in pending_packs for f in p.files], patcher=patcher,
@@ -546,7 +546,7 @@ def record_totals(prepared: PreparedJob) -> dict[str, int]:
     """documents, bytes, patches, rejected, shards, files of this run, from its completion records."""
     totals = dict.fromkeys(("documents", "bytes", "patches", "rejected", "shards", "files"), 0)
     for pack in prepared.pending_packs:
-        record = jobs.read_done(prepared.job.output, pack.key)
+        record = jobs.read_done(prepared.job.output, pack.key, data_dir=jobs.data_dir_of(prepared.params))
         if record is None:
             raise RuntimeError(f"{pack.label}: no completion record in {prepared.job.output} after the run")
         totals["documents"] += record.documents

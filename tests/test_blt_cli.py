@@ -22,7 +22,7 @@ def write_shards(out, n_docs, seed, patcher=SPACE):
     for i in range(n_docs):
         data = b" ".join(WORDS[j] for j in rng.integers(0, len(WORDS), size=int(rng.integers(4, 40))))
         writer.add(f"doc-{i}", "synthetic", data, patch_lengths(SPACE, data))
-    shards.write_manifest(out, {"test": True}, [writer.close()], 0, patcher=patcher.to_dict())
+    shards.write_manifest(out, {"test": True}, [writer.close()], 0, data_dir="", patcher=patcher.to_dict())
     return out
 
 

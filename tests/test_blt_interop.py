@@ -269,7 +269,7 @@ def test_eval_and_generate_run_on_an_imported_release_with_its_own_entropy_model
     docs = [b"the byte latent transformer %d reads patches" % i for i in range(12)]
     for i, data in enumerate(docs):
         writer.add(f"doc-{i}", "synthetic", data, patch_lengths(patcher, data, engine.score([data])[0]))
-    shards.write_manifest(out, {"test": True}, [writer.close()], 0, patcher=patcher.to_dict())
+    shards.write_manifest(out, {"test": True}, [writer.close()], 0, data_dir="", patcher=patcher.to_dict())
     runner = CliRunner()
     result = runner.invoke(main, ["eval", str(run), "--data", str(out), "--seq-len", "48", "--batch-size", "2",
                                   "--json", "--device", "cpu"], catch_exceptions=False)

@@ -39,7 +39,7 @@ def write_constant_docs(out, *, n_shards=4, docs_per_shard=50, max_len=150, row_
             writer.add(f"doc-{value}", "synthetic", bytes([value]) * n, lengths)
             docs[value] = (n, lengths)
         infos.append(writer.close())
-    shards.write_manifest(out, {"test": True}, infos, 0, patcher=PATCHER)
+    shards.write_manifest(out, {"test": True}, infos, 0, data_dir="", patcher=PATCHER)
     return docs
 
 

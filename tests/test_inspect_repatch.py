@@ -49,7 +49,7 @@ def test_repatch_is_deterministic_and_carries_rejects(tmp_path):
     infos = write_synthetic_dir(src, shards=2, docs_per_shard=10)
     write_rejects(src, "part", [{"source": "a.jsonl", "position": 3, "reason": "malformed JSON"}])
     from bltdata.shards import write_manifest
-    write_manifest(src, {"synthetic": True}, infos, 1)
+    write_manifest(src, {"synthetic": True}, infos, 1, data_dir="data")
     assert validate(src) == []
     for name in ("a", "b"):
         assert invoke("repatch", src, "-o", tmp_path / name, "--mode", "space").exit_code == 0

@@ -36,7 +36,7 @@ def shard_dir(tmp_path):
         writer.add(*doc[:4], entropies=doc[4])
     info = writer.close()
     shards.write_rejects(tmp_path, "src", [{"source": "src/x.jsonl", "position": 3, "reason": "bad"}])
-    shards.write_manifest(tmp_path, {"mode": "space"}, [info], rejected=1, patcher=PATCHER)
+    shards.write_manifest(tmp_path, {"mode": "space"}, [info], rejected=1, data_dir="", patcher=PATCHER)
     return tmp_path, docs, info
 
 

@@ -149,7 +149,7 @@ class ManifestSource:
         """Open a shard for one read. Not cached: opening costs ~0.2 ms, and a shard kept open
         would keep every page read from it mapped, so RSS would grow with the shard."""
         info = self.manifest.shards[shard]
-        path = Path(self.path).parent / info.file
+        path = self.manifest.shard_path(info)
         try:
             mapped = pa.memory_map(str(path))
         except FileNotFoundError:
@@ -169,7 +169,7 @@ class ManifestSource:
         """(bytes, patch_lengths) of one row group (flat id), checked against the manifest."""
         shard, index = int(self.row_group_shard[rg]), int(self.row_group_index[rg])
         info = self.manifest.shards[shard]
-        shard_path = Path(self.path).parent / info.file
+        shard_path = self.manifest.shard_path(info)
         mapped, pf = self._open(shard)
         if info.row_group_sha256 and shards.row_group_digest(mapped, pf.metadata, index) != info.row_group_sha256[index]:
             raise ShardMismatchError(f"{shard_path}: row group {index} differs from its sha256 in {self.path} "

@@ -46,8 +46,8 @@ from bltdata import __version__, fs
 from bltdata.arrow import list_flat
 from bltdata.inspect.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
 from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, patch_batch
-from bltdata.shards import (ShardInfo, ShardWriter, manifest_path, open_shard, read_manifest, read_metadata,
-                            shard_files, write_manifest, write_rejects)
+from bltdata.shards import (DATA_DIR, ShardInfo, ShardWriter, data_path, manifest_path, open_shard, read_manifest,
+                            read_metadata, shard_files, staging_path, write_manifest, write_rejects)
 
 log = logging.getLogger(__name__)
 
@@ -357,12 +357,13 @@ def _file_config(schema: pa.Schema, options: ImportOptions) -> PatcherConfig | N
     return PatcherConfig.from_dict({**base, **options.overrides})
 
 
-def _import_file(path: Path, target: Path, config: PatcherConfig | None, options: ImportOptions,
+def _import_file(path: Path, out: Path, name: str, config: PatcherConfig | None, options: ImportOptions,
                  rejected: list[dict]) -> ShardInfo:
     schema = open_arrow(path).schema
     patcher = (config or PatcherConfig.from_dict(_file_metadata(schema, META_PATCHER) or {})).to_dict()
     model = options.entropy_model or _file_metadata(schema, META_ENTROPY_MODEL) or IMPORT_MODEL
-    writer = ShardWriter(target, patcher=patcher, entropy_model=model, store_entropies=True)
+    writer = ShardWriter(Path(data_path(out), name), patcher=patcher, entropy_model=model, store_entropies=True,
+                         staging_dir=staging_path(out))
     try:
         for docs in _iter_docs(path, rejected):
             for doc, lengths in zip(docs, _patch_docs(config, docs)):
@@ -399,12 +400,12 @@ def import_blt_arrow(files: list[Path], out_dir, options: ImportOptions = Import
     names = _output_names(files)
     result = ImportResult(out_dir=out, patcher={})
     for path, name, config in zip(files, names, configs):
-        result.shards.append(_import_file(path, out / name, config, options, result.rejected))
-    first = read_metadata(out / names[0])
+        result.shards.append(_import_file(path, out, name, config, options, result.rejected))
+    first = read_metadata(Path(data_path(out), names[0]))
     result.patcher = first.get("patcher")
     write_rejects(out, "import", result.rejected)
     params = {"command": "import-blt-arrow", "inputs": [str(f) for f in files],
               "overrides": options.overrides, "target_patch_size": options.target_patch_size}
-    write_manifest(out, params, result.shards, len(result.rejected), patcher=result.patcher,
+    write_manifest(out, params, result.shards, len(result.rejected), data_dir=DATA_DIR, patcher=result.patcher,
                    entropy_model=first.get("entropy_model"))
     return result

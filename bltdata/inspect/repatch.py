@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 from bltdata.arrow import binary_flat, list_flat
 from bltdata.inspect.columns import drop_last_per_row
 from bltdata.patching import PatcherConfig, calibrate_threshold, patch_batch
-from bltdata.shards import (MANIFEST_NAME, REJECTED_DIR, ShardInfo, ShardWriter, manifest_path, open_shard,
-                            read_manifest, read_metadata, write_manifest, write_rejects)
+from bltdata.shards import (DATA_DIR, REJECTED_DIR, ShardInfo, ShardWriter, data_path,
+                            manifest_path, open_shard, read_manifest, read_metadata, staging_path, write_manifest,
+                            write_rejects)
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,9 @@ def _rewrite_shard(src: Path, out_dir: Path, config: PatcherConfig, keep_entropi
     meta = read_metadata(src)
     store = keep_entropies and has_entropies(src)
     columns = ["doc_id", "source", "bytes"] + (["entropies"] if store or config.needs_entropies else [])
-    writer = ShardWriter(out_dir / src.name, patcher=config.to_dict(), entropy_model=meta.get("entropy_model"),
-                         store_entropies=store)
+    writer = ShardWriter(Path(data_path(out_dir), src.name), patcher=config.to_dict(),
+                         entropy_model=meta.get("entropy_model"), store_entropies=store,
+                         staging_dir=staging_path(out_dir))
     try:
         for _, table in iter_row_groups([src], columns):
             _add_rows(writer, table, *patch_table(config, table), store)
@@ -167,7 +169,7 @@ def repatch_directory(src_dir, out_dir, config: PatcherConfig, *, target_patch_s
     """Write `out_dir`: the shards of `src_dir` with boundaries from `config` (see module doc)."""
     src = Path(src_dir)
     if not manifest_path(src).exists():
-        raise FileNotFoundError(f"{src / MANIFEST_NAME}: no manifest (repatch takes a complete shard directory)")
+        raise FileNotFoundError(f"{manifest_path(src)}: no manifest (repatch takes a complete shard directory)")
     manifest = read_manifest(src)
     shards = [manifest.shard_path(s) for s in manifest.shards]
     require_entropies(shards, config)
@@ -178,10 +180,10 @@ def repatch_directory(src_dir, out_dir, config: PatcherConfig, *, target_patch_s
     for shard in shards:
         result.shards.append(_rewrite_shard(shard, out, config, keep_entropies))
         log.info("repatched %s", shard.name)
-    result.rejected = copy_rejects(src, out)
+    result.rejected = copy_rejects(manifest.directory, out)
     params = {"command": "repatch", "input": str(src), "input_fingerprint": manifest.fingerprint,
               "target_patch_size": target_patch_size, "sample_bytes": sample_bytes if target_patch_size else None,
               "input_params": manifest.params}
-    write_manifest(out, params, result.shards, result.rejected, patcher=config.to_dict(),
+    write_manifest(out, params, result.shards, result.rejected, data_dir=DATA_DIR, patcher=config.to_dict(),
                    entropy_model=manifest.entropy_model)
     return result

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bltdata.patching import PatcherConfig, patch_lengths
-from bltdata.shards import ShardInfo, ShardWriter, write_manifest
+from bltdata.shards import DATA_DIR, ShardInfo, ShardWriter, staging_path, write_manifest
 
 WORDS = ("the", "byte", "latent", "transformer", "patch", "entropy", "model", "données", "naïve",
          "日本語", "α-β", "x|y", "a\\b", "tab\there", "line\nbreak", "ok")
@@ -54,9 +54,9 @@ def write_synthetic_dir(out_dir: str | os.PathLike, *, shards: int = 2, docs_per
     out.mkdir(parents=True, exist_ok=True)
     infos, index = [], 0
     for s in range(shards):
-        writer = ShardWriter(out / f"shard-{s:05d}.parquet", patcher=patcher.to_dict(),
+        writer = ShardWriter(out / DATA_DIR / f"shard-{s:05d}.parquet", patcher=patcher.to_dict(),
                              entropy_model=SYNTHETIC_MODEL, store_entropies=store_entropies,
-                             row_group_bytes=row_group_bytes)
+                             row_group_bytes=row_group_bytes, staging_dir=staging_path(out))
         for _ in range(docs_per_shard):
             invalid = invalid_every > 0 and index % invalid_every == invalid_every - 1
             data = synthetic_document(rng, int(rng.integers(words[0], words[1] + 1)), invalid)
@@ -66,6 +66,6 @@ def write_synthetic_dir(out_dir: str | os.PathLike, *, shards: int = 2, docs_per
                        h if store_entropies else None)
             index += 1
         infos.append(writer.close())
-    write_manifest(out, {"synthetic": True, "seed": seed}, infos, 0, patcher=patcher.to_dict(),
+    write_manifest(out, {"synthetic": True, "seed": seed}, infos, 0, data_dir=DATA_DIR, patcher=patcher.to_dict(),
                    entropy_model=SYNTHETIC_MODEL)
     return infos
