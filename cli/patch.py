@@ -167,7 +167,7 @@ def _dataset_lines(dataset_dir, output):
     return [f"parquet dataset   {dataset_dir} (only the shards: open the directory with any Parquet reader)",
             f'  polars  pl.read_parquet("{dataset_dir}")     pyarrow  pq.read_table("{dataset_dir}")',
             f"  duckdb  SELECT count(*) FROM '{dataset_dir}/*.parquet'",
-            f'  HF      datasets.load_dataset("parquet", data_dir="{dataset_dir}", split="train")']
+            f'  HF      datasets.load_dataset("parquet", data_files="{dataset_dir}/*.parquet", split="train")']
 
 
 def _threshold_lines(choice, mode, mean):

@@ -153,7 +153,7 @@ def test_verify_compares_every_manifest_figure_with_the_shards(shard_dir, tmp_pa
     copy, manifest_file, first = _edited_copy(shard_dir, tmp_path, CONSISTENT_EDITS[name], refingerprint=True)
     assert shards.manifest_problems(shards.read_manifest(copy, check=False)) == []  # consistent with itself
     result = CliRunner().invoke(main, ["verify", str(copy)])
-    assert result.exit_code == 1 and str(copy / first) in result.output, result.output
+    assert result.exit_code == 1 and str(copy / shards.DATA_DIR / first) in result.output, result.output
     assert "ok:" not in result.output
 
 
@@ -163,13 +163,13 @@ def test_every_single_figure_edit_is_refused_by_verify_and_the_loader(shard_dir,
 
     copy, manifest_file, first = _edited_copy(shard_dir, tmp_path, SINGLE_EDITS[name])
     result = CliRunner().invoke(main, ["verify", str(copy)])
-    assert result.exit_code == 1 and (str(manifest_file) in result.output or str(copy / first) in result.output)
+    assert result.exit_code == 1 and (str(manifest_file) in result.output or str(copy / shards.DATA_DIR / first) in result.output)
     assert "ok:" not in result.output
     if name == "totals.rejected":
         return  # the loader does not read rejected/; verify counts it
     with pytest.raises(ShardMismatchError) as err:
         list(PatchedDataset(copy, DataConfig(seq_len=64, batch_size=4, epochs=1, shuffle=False)).slot_stream())
-    assert str(manifest_file) in str(err.value) or str(copy / first) in str(err.value)
+    assert str(manifest_file) in str(err.value) or str(copy / shards.DATA_DIR / first) in str(err.value)
     if shards.manifest_problems(shards.read_manifest(copy, check=False)):  # all but a row group's sha256
         inspect = CliRunner().invoke(main, ["inspect", str(copy)])  # refuses rather than print wrong totals
         assert inspect.exit_code == 1 and str(manifest_file) in inspect.output

@@ -89,7 +89,7 @@ def test_show_entropies_missing(tmp_path):
     assert result.exit_code == 1 and "shard-00000.parquet" in result.output
     result = invoke("plot", tmp_path / "plain", "--row", 0, "-o", tmp_path / "x.png")
     assert result.exit_code == 1 and "shard-00000.parquet" in result.output and not (tmp_path / "x.png").exists()
-    single = invoke("show", tmp_path / "plain" / "shard-00000.parquet", "--row", 1)   # one shard file
+    single = invoke("show", tmp_path / "plain" / "data" / "shard-00000.parquet", "--row", 1)   # one shard file
     assert single.exit_code == 0 and "doc-1" in single.output
 
 

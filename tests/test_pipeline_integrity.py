@@ -171,7 +171,7 @@ def test_an_input_changed_after_its_run_is_refused_then_redone_exactly(tmp_path)
     (corpus / "b.jsonl").write_text("".join(_lines(10, 2)))
     out = tmp_path / "out"
     _run([corpus], out, shard_bytes=300)
-    record = jobs.read_done(out, jobs.file_key("a.jsonl"))
+    record = jobs.read_done(out, jobs.file_key("a.jsonl"), data_dir="data")
     assert record.input["size"] == (corpus / "a.jsonl").stat().st_size and len(record.shards) > 3
 
     (corpus / "a.jsonl").write_text("".join(_lines(3, 9)))  # fewer shards than before
