@@ -134,14 +134,30 @@ def test_train_takes_the_data_directory(patched, tmp_path):
     assert steps == [1, 2]
 
 
-def test_a_killed_run_leaves_only_shards_in_data(tmp_path, reading_fails):
+def test_a_killed_run_leaves_only_shards_in_data(tmp_path, monkeypatch):
+    """A worker dies with a shard half written (just before its rename, no abort running, as when
+    the process is killed): the temporary file stays in .bltdata/staging, never in data/."""
     make_corpus(tmp_path / "in")
-    with reading_fails("beta/doc10.txt"), pytest.raises(Exception, match="injected failure"):
+    real_close = shards.ShardWriter.close
+
+    def dying_close(self):
+        if "doc07" in self.path:
+            raise OSError(f"killed while writing {self.path}")
+        return real_close(self)
+
+    monkeypatch.setattr(shards.ShardWriter, "close", dying_close)
+    monkeypatch.setattr(shards.ShardWriter, "abort", lambda self: None)
+    with pytest.raises(Exception, match="killed while writing"):
         run(tmp_path / "in", tmp_path / "k")
+    monkeypatch.undo()
     data = tmp_path / "k" / "data"
     left = sorted(data.iterdir())
     assert left and all(p.is_file() and p.suffix == ".parquet" and not p.name.startswith(".") for p in left)
-    assert pq.read_table(str(data)).num_rows > 0  # what is there is readable as a dataset, even mid-job
+    staged = [p.name for p in (tmp_path / "k" / ".bltdata" / "staging").iterdir()]
+    assert len(staged) == 1 and "doc07" in staged[0] and staged[0].endswith(".parquet.tmp")  # the half-written one
+    import polars as pl
+
+    assert pl.read_parquet(str(data)).height > 0  # what is there opens as a dataset, even mid-job
     prepared = run(tmp_path / "in", tmp_path / "k")
     assert 1 <= len(prepared.pending_packs) < len(prepared.packs)
     run(tmp_path / "in", tmp_path / "ref")
