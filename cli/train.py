@@ -38,7 +38,7 @@ def _library_errors():
 
 @click.command("train")
 @click.option("--data", multiple=True, metavar="DIR[=WEIGHT]",
-              help="Shard directory (with manifest.json); repeat to mix, weighted by bytes.")
+              help="Shard directory (OUT or OUT/data of `bltdata patch`); repeat to mix, weighted by bytes.")
 @click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default="debug", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)

@@ -10,7 +10,8 @@ import click
 def verify(path: str, as_json: bool):
     """Check a shard directory (or one shard): checksums, schema, metadata, row invariants.
 
-    Exits 0 when everything holds, 1 when a problem was found (each is printed with its
+    PATH is the directory `bltdata patch -o` wrote, its `data/` (the manifest is found one
+    level up), or one shard file. `data/` must hold only the listed shards. Exits 0 when everything holds, 1 when a problem was found (each is printed with its
     file and, for row problems, the row and doc_id).
 
     \b

@@ -127,14 +127,17 @@ def test_a_directory_written_before_packing_resumes_one_file_per_shard(tmp_path,
         run(tmp_path / "in", tmp_path / "old")
     job_file = tmp_path / "old" / ".bltdata" / jobs.JOB_FILE
     params = json.loads(job_file.read_text())
-    del params["packing"]  # what the old code wrote
+    del params["packing"], params["data_dir"]  # what the old code wrote: no packing, shards beside the manifest
     job_file.write_text(json.dumps(params, sort_keys=True, indent=1))
+    for shard in (tmp_path / "old" / shards.DATA_DIR).glob("*.parquet"):
+        shard.rename(tmp_path / "old" / shard.name)
     monkeypatch.undo()
 
     _, prepared = run(tmp_path / "in", tmp_path / "old")
     assert all(len(p.files) == 1 for p in prepared.packs) and len(prepared.packs) == 41
     assert 1 <= len(prepared.pending_packs) < 41
     manifest = shards.read_manifest(tmp_path / "old")
-    assert len(manifest.shards) == 41  # one shard per file, as the directory was begun
+    assert len(manifest.shards) == 41 and manifest.data_dir == ""  # one shard per file, in OUT, as begun
+    assert shards.validate(tmp_path / "old") == []
     _, fresh = run(tmp_path / "in", tmp_path / "new")
     assert len(fresh.packs) < 41  # a new directory packs

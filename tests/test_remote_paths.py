@@ -109,6 +109,8 @@ def test_pipeline_reads_and_writes_remote_paths(bucket, tmp_path):
     # the same objects, seen as a local directory, form a valid shard directory
     assert shards.validate(bucket / "out") == []
     assert not list((bucket / "out").glob(".*.tmp"))
+    assert sorted(p.name for p in (bucket / "out" / "data").iterdir()) == sorted(s.file for s in manifest.shards)
+    assert shards.read_manifest(f"{SCHEME}://out/data").fingerprint == manifest.fingerprint  # OUT/data finds it
     # a re-run skips both inputs
     _, again = pipeline.run_job(job)
     assert again.pending == [] and len(again.files) == 2
