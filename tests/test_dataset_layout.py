@@ -237,3 +237,21 @@ def test_a_manifest_data_dir_outside_the_job_directory_is_refused(patched, tmp_p
     (copy / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="not a plain directory name"):
         shards.read_manifest(copy)
+
+
+def test_hf_data_files_keeps_shards_whose_names_look_like_splits(tmp_path, monkeypatch):
+    """Shard names come from input names; `data_files=` (what the docs and the summary give)
+    loads every shard, where `data_dir=` would guess a "test" split from `test_b.txt`'s shard."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    datasets = pytest.importorskip("datasets")
+    (tmp_path / "in").mkdir()
+    for name in ("a.txt", "test_b.txt", "eval.txt"):
+        (tmp_path / "in" / name).write_text(f"the text of {name} " * 40)
+    run(tmp_path / "in", tmp_path / "out")
+    manifest = shards.read_manifest(tmp_path / "out")
+    assert manifest.totals["shards"] == 3 and any(s.file.startswith("test_b") for s in manifest.shards)
+    loaded = datasets.load_dataset("parquet", data_files=f"{tmp_path / 'out' / 'data'}/*.parquet", split="train",
+                                   cache_dir=str(tmp_path / "hf" / "datasets"))
+    assert sorted(loaded["source"]) == ["a.txt", "eval.txt", "test_b.txt"]
