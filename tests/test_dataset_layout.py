@@ -255,3 +255,14 @@ def test_hf_data_files_keeps_shards_whose_names_look_like_splits(tmp_path, monke
     loaded = datasets.load_dataset("parquet", data_files=f"{tmp_path / 'out' / 'data'}/*.parquet", split="train",
                                    cache_dir=str(tmp_path / "hf" / "datasets"))
     assert sorted(loaded["source"]) == ["a.txt", "eval.txt", "test_b.txt"]
+
+
+def test_the_patch_summary_names_the_dataset_directory_and_how_to_open_it(tmp_path):
+    make_corpus(tmp_path / "in")
+    result = invoke("patch", tmp_path / "in", "-o", tmp_path / "out", "--mode", "space", "--no-progress")
+    assert result.exit_code == 0, result.output
+    data = tmp_path / "out" / "data"
+    assert f"parquet dataset   {data} " in result.output
+    for opener in (f'pl.read_parquet("{data}")', f'pq.read_table("{data}")', f"FROM '{data}/*.parquet'",
+                   f'data_files="{data}/*.parquet"'):
+        assert opener in result.output, opener
