@@ -141,22 +141,23 @@ class ReadDocumentBatches(beam.DoFn):
 
     def process(self, pack: jobs.Pack) -> Iterable[batching.DocBatch]:
         rejects: list[dict] = []
-        position = {"raw": 0}  # input bytes of the pack read so far
+        position = {"raw": 0}  # input bytes of the pack read so far (the reader reads ahead ~1 MiB)
         before = {f.source: fs.input_stat(f.path) for f in pack.files}
+        pack_bytes = sum(input_size(f.path) for f in pack.files)
         documents = self._pack_documents(pack, rejects, position)
         started = time.perf_counter()
         for batch in batching.iter_doc_batches(documents, source=pack.files[0].source, key=pack.key,
                                                batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
                                                shard_bytes=self.job.shard_bytes):
             self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
-            batch.raw_end = position["raw"]
+            batch.raw_end = min(position["raw"], pack_bytes - 1)  # all of it only with the last batch
             if batch.last_in_file:  # every document is read: check the files stayed the same
                 for f in pack.files:
                     if fs.input_stat(f.path) != before[f.source]:
                         raise RuntimeError(f"{f.source} changed while it was being read; run again")
                 batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
                 batch.input_stat = _pack_stat(pack, before)
-                batch.raw_end = sum(input_size(f.path) for f in pack.files)
+                batch.raw_end = pack_bytes
                 self.rejected.inc(batch.rejected)
             yield batch
             started = time.perf_counter()
