@@ -39,6 +39,7 @@ class DocBatch:
     last_in_file: bool = False
     rejected: int = 0             # set on the file's last batch: records sent to rejected/
     input_stat: dict | None = None  # set on the file's last batch: fs.input_stat when it was read
+    raw_end: int = 0              # input bytes of the pack read through this batch (for progress)
     entropies: list[np.ndarray] | None = None     # n + 1 float32 per document, once scored
     patch_lengths: list[np.ndarray] | None = None  # int32 per document, once patched
 

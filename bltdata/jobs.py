@@ -282,10 +282,13 @@ def finish(out_dir: str | os.PathLike, packs: list[Pack], params: dict, *, patch
 
 
 class ProgressFile:
-    """Counters of one input being read, rewritten at most every `interval` seconds.
+    """Counters of one pack's finished work, rewritten at most every `interval` seconds.
 
-    The Beam workers may be other processes; the command line polls these files to draw its
-    progress bar. They are advisory: nothing else reads them.
+    The shard writer keeps them: `documents`/`bytes` handed to the shard writer and
+    `raw_bytes`, the input bytes read through the last batch written, which reaches the
+    pack's size only once its shards are closed and its completion record is written. The
+    Beam workers may be other processes; the command line polls these files to draw its
+    progress. They are advisory: nothing else reads them.
     """
 
     def __init__(self, out_dir: str | os.PathLike, key: str, interval: float = 1.0):
@@ -294,18 +297,24 @@ class ProgressFile:
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.interval = interval
+        self.counts = {"documents": 0, "bytes": 0, "raw_bytes": 0}
         self._last = 0.0
 
-    def update(self, *, documents: int, bytes_: int, raw_bytes: int, force: bool = False) -> None:
+    def add(self, *, documents: int, bytes_: int) -> None:
+        self.counts["documents"] += documents
+        self.counts["bytes"] += bytes_
+
+    def update(self, *, raw_bytes: int, force: bool = False) -> None:
+        """Record `raw_bytes` finished; write the file if `interval` has passed (or `force`)."""
+        self.counts["raw_bytes"] = max(self.counts["raw_bytes"], raw_bytes)
         now = time.monotonic()
         if self.enabled and (force or now - self._last >= self.interval):
             self._last = now
-            payload = json.dumps({"documents": documents, "bytes": bytes_, "raw_bytes": raw_bytes})
-            fs.write_text_atomic(str(self.path), payload)
+            fs.write_text_atomic(str(self.path), json.dumps(self.counts))
 
 
 def read_progress(out_dir: str | os.PathLike) -> dict:
-    """Sum of all progress files: documents, bytes, raw_bytes (input bytes consumed)."""
+    """Sum of all progress files: documents, bytes and raw_bytes (input bytes) written to shards."""
     totals = {"documents": 0, "bytes": 0, "raw_bytes": 0}
     for f in Path(state_dir(out_dir), PROGRESS_DIR).glob("*.json"):
         try:

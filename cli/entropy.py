@@ -4,6 +4,7 @@ import sys
 
 import click
 
+from bltdata.cli.progress import progress_option
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
 PRESET_NAMES = ("tiny", "small", "paper-100m")
@@ -79,10 +80,11 @@ def entropy():
 @click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this many corpus bytes.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT (a larger --steps trains longer).")
+@progress_option
 @device_option
 @threads_option
 def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes, heldout_percent,
-          checkpoint_minutes, target_patch_size, max_bytes, seed, resume, device, threads):
+          checkpoint_minutes, target_patch_size, max_bytes, seed, resume, progress, device, threads):
     """Train an entropy model on INPUT... (files, directories, globs, or `default`).
 
     `default` is the embedded corpus (this Python's standard library sources and docs).
@@ -99,7 +101,7 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
       bltdata entropy train default -o models/mine --preset tiny --steps 300
       bltdata entropy train corpus/ -o models/big --preset small --steps 5000 --resume
     """
-    from tqdm import tqdm
+    from bltdata.cli.progress import Progress, display_mode, shown
 
     from bltdata.entropy.train import TrainConfig, train_entropy_model
 
@@ -117,20 +119,18 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
         raise click.UsageError(str(err)) from None
     if resume:
         _say_resume_point(output)
-    bar = tqdm(total=steps, desc=f"train {preset}", unit="step", dynamic_ncols=True)
-    postfix = {}
+    bar = Progress(steps, desc=f"train {preset}", unit="step", mode=display_mode(progress))
 
     def on_step(step, metrics):
-        bar.n = step
-        postfix.update(loss=f"{metrics['loss']:.3f}", kB_s=f"{metrics['bytes_per_s'] / 1e3:.1f}")
+        postfix = {"loss": f"{metrics['loss']:.3f}", "kB_s": f"{metrics['bytes_per_s'] / 1e3:.1f}"}
         if "bpb" in metrics:
             postfix["bpb"] = f"{metrics['bpb']:.3f}"
-        bar.set_postfix(postfix, refresh=True)
+        bar.update(step, **postfix)
 
     from bltdata.interrupt import StopRequest, TrainingInterrupted
 
     try:
-        with StopRequest() as stop:
+        with shown(bar), StopRequest() as stop:
             result = train_entropy_model(config, device=_device(device), resume=resume, on_step=on_step,
                                          command=command, should_stop=stop)
     except (FileNotFoundError, ValueError) as err:

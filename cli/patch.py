@@ -6,6 +6,8 @@ import time
 
 import click
 
+from bltdata.cli.progress import progress_option, quiet_beam, verbose_option
+
 MODES = ("entropy", "monotonic", "space", "static", "byte")
 
 
@@ -52,8 +54,9 @@ def _split_beam_args(arguments):
 @click.option("--dask-address", help="DaskRunner: the scheduler (tcp://host:8786) [default: a LocalCluster for this run].")
 @click.option("--dask-workers", type=click.IntRange(min=1),
               help="DaskRunner: LocalCluster worker processes, one thread each [default: --workers].")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")
-def patch(arguments, output, workers, runner, progress, dask_address, dask_workers, **options):
+@progress_option
+@verbose_option
+def patch(arguments, output, workers, runner, progress, verbose, dask_address, dask_workers, **options):
     """Patch a corpus into Parquet shards with the Apache Beam pipeline.
 
     INPUT: .jsonl, .jsonl.zst, .jsonl.gz, .txt (one document per file) or .parquet files,
@@ -73,6 +76,7 @@ def patch(arguments, output, workers, runner, progress, dask_address, dask_worke
     """
     from bltdata.pipelines import patch as pipeline
 
+    quiet_beam(verbose)
     inputs, beam_args = _split_beam_args(arguments)
     if not inputs:
         raise click.UsageError("give at least one INPUT file, directory or glob")
@@ -83,15 +87,16 @@ def patch(arguments, output, workers, runner, progress, dask_address, dask_worke
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None
     dask = {"dask_address": dask_address, "dask_workers": dask_workers}
-    summary = _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask)
+    summary = _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask, verbose)
     _print_summary(summary)
 
 
-def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask=None):
+def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask=None, verbose=False):
     """Run the job in a thread while this one draws progress from the workers' counters."""
     from bltdata import fs, jobs
+    from bltdata.cli.progress import child_logs_filtered, display_mode
 
-    show = (sys.stderr.isatty() if progress is None else progress) and not fs.is_remote(prepared.job.output)
+    mode = "off" if fs.is_remote(prepared.job.output) else display_mode(progress)
     total = sum(pipeline.input_size(f.path) for f in prepared.pending)
     outcome = {}
 
@@ -103,9 +108,10 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress,
             outcome["error"] = e
 
     started = time.perf_counter()
-    thread = threading.Thread(target=target, name="beam-pipeline", daemon=True)
-    thread.start()
-    _draw_progress(thread, prepared.job.output, total, show, jobs)
+    with child_logs_filtered(enabled=not verbose):
+        thread = threading.Thread(target=target, name="beam-pipeline", daemon=True)
+        thread.start()
+        _draw_progress(thread, prepared.job.output, total, mode, jobs)
     if "error" in outcome:
         raise click.ClickException(f"pipeline failed: {outcome['error']}") from outcome["error"]
     wall = time.perf_counter() - started
@@ -121,19 +127,18 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress,
             "threshold_choice": prepared.threshold_choice, "prepare": prepared.seconds}
 
 
-def _draw_progress(thread, output, total, show, jobs):
-    if not show:
+def _draw_progress(thread, output, total, mode, jobs):
+    """Poll the shard writers' counters (input bytes whose shards are written) until the job ends."""
+    from bltdata.cli.progress import Progress, shown
+
+    if mode == "off":
         thread.join()
         return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="B", unit_scale=True, desc="patching", dynamic_ncols=True) as bar:
+    with shown(Progress(total, desc="patching", unit="B", unit_scale=True, mode=mode)) as progress:
         while thread.is_alive():
             thread.join(0.5)
             counts = jobs.read_progress(output)
-            bar.n = min(counts["raw_bytes"], total)
-            bar.set_postfix(docs=f"{counts['documents']:,}", refresh=False)
-            bar.refresh()
+            progress.update(counts["raw_bytes"], docs=f"{counts['documents']:,}")
 
 
 def _print_summary(summary):
@@ -196,8 +201,9 @@ def _time_split(counters, wall, prepare):
 @click.option("--max-bytes", default=400_000, show_default=True, type=click.IntRange(min=1000),
               help="Size of the slice of the embedded corpus to patch.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--progress/--no-progress", default=None, help="Progress bar [default: when on a terminal].")
-def demo(output, max_bytes, workers, progress):
+@progress_option
+@verbose_option
+def demo(output, max_bytes, workers, progress, verbose):
     """Patch the embedded default corpus with the bundled entropy model, end to end.
 
     The corpus is built from this Python's own standard library (its .py sources and the
@@ -211,6 +217,8 @@ def demo(output, max_bytes, workers, progress):
     from bltdata import corpus
     from bltdata.pipelines import patch as pipeline
 
+    quiet_beam(verbose)
+
     corpus_dir = os.path.join(output, "corpus")
     os.makedirs(corpus_dir, exist_ok=True)
     corpus_file = corpus.write_default_corpus(corpus_dir, max_bytes=max_bytes)
@@ -220,7 +228,7 @@ def demo(output, max_bytes, workers, progress):
         prepared = pipeline.prepare(job)
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None
-    summary = _run_with_progress(pipeline, prepared, [], workers, None, progress)
+    summary = _run_with_progress(pipeline, prepared, [], workers, None, progress, verbose=verbose)
     _print_summary(summary)
     _show_one_document(job.output)
     click.echo(_next_commands(output))

@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from bltdata.cli.progress import display_mode, progress_option
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
 PRESET_NAMES = ("debug", "blt-1b", "blt-7b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
@@ -60,10 +61,11 @@ def _library_errors():
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Loader processes per rank.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly (its saved settings win).")
+@progress_option
 @device_option
 @threads_option
 def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_data, eval_every, eval_batches,
-          checkpoint_every, checkpoint_minutes, sharding, workers, seed, resume, device, threads):
+          checkpoint_every, checkpoint_minutes, sharding, workers, seed, resume, progress, device, threads):
     """Train a BLT (or the byte-level baseline) on patched shards.
 
     Prints the model's size and FLOPs per byte, then a progress bar with loss, bits per
@@ -108,8 +110,9 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
     mean_patch = summary["mean_patch"] or 4.5
     if rt.rank == 0:
         click.echo(blt_train.describe_model(preset_config, cfg.seq_len, mean_patch))
+    mode = display_mode(progress) if rt.rank == 0 else "off"
     records = _run_with_bar(blt_train.train, preset_config, cfg, loader, run_dir, rt, eval_fn, resume,
-                            {**summary, "eval_data": eval_data}, mean_patch)
+                            {**summary, "eval_data": eval_data}, mean_patch, mode)
     if rt.rank == 0 and records:
         _print_final(records[-1], run_dir)
 
@@ -160,19 +163,18 @@ def _eval_fn(eval_data, cfg, rt):
     return lambda: eval_batches(eval_data, cfg.seq_len, cfg.batch_size, rt)
 
 
-def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, resume, data_info, mean_patch):
-    from tqdm import tqdm
+def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, resume, data_info, mean_patch, mode):
+    from bltdata.cli.progress import Progress, shown
 
-    bar = tqdm(total=cfg.steps, desc="train", unit="step", dynamic_ncols=True, disable=rt.rank != 0)
+    bar = Progress(cfg.steps, desc="train", unit="step", mode=mode)
     totals = {"bytes": 0, "patches": 0, "seconds": 1e-9}  # throughput over the steps of this process
 
     def on_step(record):
         for key in totals:
             totals[key] += record[key]
-        bar.update(record["step"] - bar.n)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", bpb=f"{record['bpb']:.3f}",
-                        bytes_s=f"{totals['bytes'] / totals['seconds']:,.0f}",
-                        patches_s=f"{totals['patches'] / totals['seconds']:,.0f}")
+        bar.update(record["step"], loss=f"{record['loss']:.3f}", bpb=f"{record['bpb']:.3f}",
+                   bytes_s=f"{totals['bytes'] / totals['seconds']:,.0f}",
+                   patches_s=f"{totals['patches'] / totals['seconds']:,.0f}")
         if "eval" in record:
             bar.write(f"step {record['step']}: held-out {record['eval']['bpb']:.4f} bits/byte "
                       f"({record['eval']['bytes']:,} bytes)")
@@ -180,18 +182,15 @@ def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, res
     from bltdata.interrupt import StopRequest, TrainingInterrupted
 
     try:
-        with StopRequest() as stop:
+        with shown(bar), StopRequest() as stop:
             return train_fn(model_config, cfg, loader, run_dir, rt, eval_data=eval_fn, resume=resume,
                             on_step=on_step, data_info=data_info, mean_patch=mean_patch, should_stop=stop)
     except _library_errors() as err:
         raise click.ClickException(str(err)) from None
     except TrainingInterrupted as stopped:
-        bar.close()
         if rt.rank == 0:
             click.echo(f"{stopped}\nresume with: bltdata train -o {run_dir} --resume", err=True)
         sys.exit(stopped.exit_code)
-    finally:
-        bar.close()
 
 
 def _print_final(record, run_dir) -> None:

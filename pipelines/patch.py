@@ -140,48 +140,42 @@ class ReadDocumentBatches(beam.DoFn):
         self.read_ms = Metrics.counter(METRICS_NAMESPACE, "read_ms")
 
     def process(self, pack: jobs.Pack) -> Iterable[batching.DocBatch]:
-        progress = jobs.ProgressFile(self.job.output, pack.key)
         rejects: list[dict] = []
-        counts = {"documents": 0, "bytes": 0}
+        position = {"raw": 0}  # input bytes of the pack read so far (the reader reads ahead ~1 MiB)
         before = {f.source: fs.input_stat(f.path) for f in pack.files}
-        documents = self._pack_documents(pack, rejects, counts, progress)
+        pack_bytes = sum(input_size(f.path) for f in pack.files)
+        documents = self._pack_documents(pack, rejects, position)
         started = time.perf_counter()
         for batch in batching.iter_doc_batches(documents, source=pack.files[0].source, key=pack.key,
                                                batch_bytes=max(self.job.batch_bytes or 0, WORK_UNIT_BYTES),
                                                shard_bytes=self.job.shard_bytes):
             self.read_ms.inc(int(1000 * (time.perf_counter() - started)))
+            batch.raw_end = min(position["raw"], pack_bytes - 1)  # all of it only with the last batch
             if batch.last_in_file:  # every document is read: check the files stayed the same
                 for f in pack.files:
                     if fs.input_stat(f.path) != before[f.source]:
                         raise RuntimeError(f"{f.source} changed while it was being read; run again")
                 batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
                 batch.input_stat = _pack_stat(pack, before)
+                batch.raw_end = pack_bytes
                 self.rejected.inc(batch.rejected)
             yield batch
             started = time.perf_counter()
-        progress.update(documents=counts["documents"], bytes_=counts["bytes"],
-                        raw_bytes=sum(input_size(f.path) for f in pack.files), force=True)
 
-    def _pack_documents(self, pack: jobs.Pack, rejects, counts, progress):
+    def _pack_documents(self, pack: jobs.Pack, rejects, position):
         finished_raw = 0  # raw bytes of the pack's files already read
         for input_file in pack.files:
             with _open_input(input_file, text_field=self.job.text_field, id_field=self.job.id_field) as (records,
                                                                                                        counter):
-                yield from self._documents(records, rejects, counts, progress,
-                                           lambda: finished_raw + counter())
+                for record in records:
+                    position["raw"] = finished_raw + counter()
+                    if isinstance(record, readers.Reject):
+                        rejects.append(record.to_json())
+                        continue
+                    self.documents.inc()
+                    self.bytes.inc(len(record.data))
+                    yield record
             finished_raw += input_size(input_file.path)
-
-    def _documents(self, records, rejects, counts, progress, counter):
-        for record in records:
-            if isinstance(record, readers.Reject):
-                rejects.append(record.to_json())
-                continue
-            counts["documents"] += 1
-            counts["bytes"] += len(record.data)
-            self.documents.inc()
-            self.bytes.inc(len(record.data))
-            progress.update(documents=counts["documents"], bytes_=counts["bytes"], raw_bytes=counter())
-            yield record
 
 
 def input_size(path: str) -> int:
@@ -329,15 +323,29 @@ class WriteShards(beam.DoFn):
 
     def start_bundle(self):
         self.sink = batching.ShardSink(self.out_dir, **self.options)
+        self.progress: dict[str, jobs.ProgressFile] = {}
 
     def process(self, batch: batching.DocBatch):
         started = time.perf_counter()
         record = self.sink.consume(batch)
         self.write_ms.inc(int(1000 * (time.perf_counter() - started)))
+        self._count_written(batch, record)
         if record is not None:
             self.files.inc()
             self.shards.inc(len(record.shards))
             yield record.source
+
+    def _count_written(self, batch: batching.DocBatch, record) -> None:
+        """Progress counts a batch once the writer has it; a pack's last bytes once its shards are closed."""
+        progress = self.progress.get(batch.key)
+        if progress is None:
+            progress = self.progress[batch.key] = jobs.ProgressFile(self.out_dir, batch.key)
+        progress.add(documents=len(batch.data), bytes_=batch.num_bytes)
+        if record is not None:
+            progress.update(raw_bytes=batch.raw_end, force=True)
+            del self.progress[batch.key]
+        elif not batch.last_in_file:  # a last batch held for earlier ones does not finish the pack
+            progress.update(raw_bytes=batch.raw_end)
 
     def finish_bundle(self):
         unfinished = self.sink.unfinished()
