@@ -37,8 +37,9 @@ def _echo_json(obj) -> None:
     click.echo(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
 
 
-def _pick(path: Path, index: int | None, doc_id: str | None):
-    """The Location of --row / --doc (row 0 when neither is given)."""
+def _pick(path: Path, index: int | None, doc_id: str | None, index_hint: str = "--row"):
+    """The Location of --row / --doc (row 0 when neither is given); `index_hint` names the
+    index as the user gave it in an out-of-range error (`locate` takes it as INDEX)."""
     from bltdata.inspect.locate import find_doc, locate
 
     if index is not None and doc_id is not None:
@@ -49,7 +50,7 @@ def _pick(path: Path, index: int | None, doc_id: str | None):
         try:
             return locate(path, 0 if index is None else index)
         except IndexError as e:
-            raise click.BadParameter(str(e), param_hint="--row") from None
+            raise click.BadParameter(str(e), param_hint=index_hint) from None
 
 
 def _threshold_of(location) -> float | None:
@@ -187,7 +188,8 @@ def stats(path, as_json, by_source, sample_shards):
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write.")
-@click.option("--row", "index", type=int, help="Plot the entropies of this document (global index).")
+@click.option("--row", "index", type=int, help="Plot the entropies of this document (global index); "
+              "one of --row, --doc, --hist is required.")
 @click.option("--doc", "doc_id", help="Plot the entropies of the document with this doc_id.")
 @click.option("--hist", is_flag=True, help="Plot the patch-length histogram of the whole directory instead.")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
@@ -212,6 +214,9 @@ def plot(path, output, index, doc_id, hist, start, max_bytes, threshold, max_len
         raise click.UsageError("--hist plots the whole directory; drop --row/--doc")
     if hist:
         return _plot_hist(path, output, max_length)
+    if index is None and doc_id is None:
+        raise click.UsageError("say what to plot: --row N or --doc ID (one document's entropies), "
+                               "or --hist (the patch-length histogram)")
     from bltdata.inspect.locate import read_document
     from bltdata.inspect.plot import plot_entropies
 
@@ -260,7 +265,7 @@ def locate_cmd(path, index, doc_id, as_json):
     """
     if (index is None) == (doc_id is None):
         raise click.UsageError("give an INDEX or --doc ID (one of them)")
-    location = _pick(path, index, doc_id)
+    location = _pick(path, index, doc_id, index_hint="INDEX")
     if as_json:
         return _echo_json(location.to_dict())
     for key, value in location.to_dict().items():
@@ -362,7 +367,8 @@ def repatch(path, output, mode, threshold, target_patch_size, threshold_add, max
         return _echo_json(summary)
     mean = summary["bytes"] / summary["patches"] if summary["patches"] else 0.0
     click.echo(f"wrote {summary['shards']} shards to {output}: {summary['documents']} documents, "
-               f"{summary['patches']} patches ({mean:.3f} bytes/patch), patcher {summary['patcher']}")
+               f"{summary['patches']} patches ({mean:.3f} bytes/patch)")
+    click.echo("patcher " + json.dumps(summary["patcher"], indent=2, ensure_ascii=False, default=str))
 
 
 # ----------------------------------------------------------------------------- export / import

@@ -51,6 +51,14 @@ def test_locate_errors(shards_dir):
     assert invoke("locate", shards_dir).exit_code == 2
 
 
+def test_locate_out_of_range_names_the_index_not_row(shards_dir):
+    result = invoke("locate", shards_dir, 123456)
+    assert result.exit_code == 2
+    assert "INDEX" in result.output and "123456" in result.output and "--row" not in result.output
+    shown = invoke("show", shards_dir, "--row", 123456)   # show takes it as --row, and says so
+    assert shown.exit_code == 2 and "--row" in shown.output
+
+
 def test_head(shards_dir, rows):
     result = invoke("head", shards_dir, "-n", "12", "--json")
     assert result.exit_code == 0, result.output
@@ -110,6 +118,13 @@ def test_plot_entropies_and_histogram(shards_dir, tmp_path):
     assert 600 <= width <= 2000 and 250 <= height <= 1000 and size > 5_000
     assert not list(tmp_path.glob(".*.tmp"))
     assert invoke("plot", shards_dir, "--hist", "--row", 1, "-o", tmp_path / "x.png").exit_code == 2
+
+
+def test_plot_needs_row_doc_or_hist(shards_dir, tmp_path):
+    result = invoke("plot", shards_dir, "-o", tmp_path / "none.png")
+    assert result.exit_code == 2
+    assert all(option in result.output for option in ("--row", "--doc", "--hist"))
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_patch_modes_match_library():

@@ -44,6 +44,16 @@ def test_repatch_threshold_rewrites_boundaries_only(shards_dir, tmp_path):
     assert read_manifest(tmp_path / "t2").entropy_model == read_manifest(shards_dir).entropy_model
 
 
+def test_repatch_prints_the_patcher_as_json(shards_dir, tmp_path):
+    result = invoke("repatch", shards_dir, "-o", tmp_path / "t3", "--threshold", "2.0")
+    assert result.exit_code == 0, result.output
+    first, rest = result.output.split("\n", 1)
+    assert first.startswith("wrote ") and "{" not in first
+    assert rest.startswith("patcher {")
+    printed = json.loads(rest.removeprefix("patcher "))  # JSON, not a Python dict's repr
+    assert printed == PatcherConfig(threshold=2.0).to_dict() and "None" not in rest
+
+
 def test_repatch_is_deterministic_and_carries_rejects(tmp_path):
     src = tmp_path / "src"
     infos = write_synthetic_dir(src, shards=2, docs_per_shard=10)
