@@ -7,8 +7,8 @@ matrix where most of it would be masked:
 
 - ``masked``: SDPA with an explicit boolean mask (the global transformer; any pattern);
 - ``sliding_window``: causal, same document, the last ``window`` positions — SDPA over
-  blocks of ``window`` queries against their own and the previous block's keys:
-  O(T · 2W) instead of O(T²);
+  blocks of ``window`` queries against their own span of 2W - 1 keys (the shared kernel of
+  :mod:`bltdata.nn.attention`): O(T · 2W) instead of O(T²);
 - ``pool_into_patches``: the encoder's patch queries, each attending to the bytes of its
   own patch — a softmax over segments with scatter/gather, O(T · k);
 - ``read_source_patch``: the decoder's bytes, each attending to the k tokens of one
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from bltdata.blt import masks
+from bltdata.nn.attention import blockwise_attention, document_local_mask, fold_blocks
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -32,32 +33,15 @@ def masked(mask: torch.Tensor) -> Attend:
 
 
 def sliding_window(doc_ids: torch.Tensor, window: int | None) -> Attend:
-    """Causal attention over the last ``window`` keys (self included) of the same document."""
-    seq_len = doc_ids.shape[1]
-    if window is None or 2 * window >= seq_len:
+    """Causal attention over the last ``window`` keys (self included) of the same document.
+
+    Rows longer than two windows attend block by block (:func:`bltdata.nn.attention.blockwise_attention`);
+    the mask is built once, for every layer that uses the pattern.
+    """
+    if window is None or 2 * window >= doc_ids.shape[1]:
         return masked(masks.local_mask(doc_ids, window))
-    n_blocks = -(-seq_len // window)
-    pad = n_blocks * window - seq_len
-    docs = F.pad(doc_ids, (0, pad), value=-1).view(doc_ids.shape[0], n_blocks, window)
-    key_docs = torch.cat([F.pad(docs[:, :-1], (0, 0, 1, 0), value=-2), docs], dim=-1)  # (B, nb, 2W)
-    i = torch.arange(window, device=doc_ids.device)
-    distance = (i[:, None] + window) - torch.arange(2 * window, device=doc_ids.device)[None, :]  # query - key
-    allowed = (distance >= 0) & (distance < window)  # (W, 2W)
-    mask = (allowed & (docs[..., :, None] == key_docs[..., None, :])).flatten(0, 1).unsqueeze(1)  # (B*nb, 1, W, 2W)
-
-    def attend(q, k, v):
-        batch, heads, _, dim = q.shape
-
-        def blocks(t):  # (B, H, T, D) -> (B, nb, H, W, D)
-            return F.pad(t, (0, 0, 0, pad)).view(batch, heads, n_blocks, window, dim).transpose(1, 2)
-
-        qb, kb, vb = blocks(q), blocks(k), blocks(v)
-        kb, vb = (torch.cat([F.pad(t[:, :-1], (0, 0, 0, 0, 0, 0, 1, 0)), t], dim=3) for t in (kb, vb))  # 2W keys
-        out = F.scaled_dot_product_attention(qb.flatten(0, 1), kb.flatten(0, 1), vb.flatten(0, 1), attn_mask=mask)
-        out = out.view(batch, n_blocks, heads, window, dim).transpose(1, 2)  # (B, H, nb, W, D)
-        return out.reshape(batch, heads, n_blocks * window, dim)[:, :, :seq_len]
-
-    return attend
+    mask = fold_blocks(document_local_mask(doc_ids, window), doc_ids.shape[0])  # (B · nb, 1, W, 2W - 1)
+    return lambda q, k, v: blockwise_attention(q, k, v, window, window, mask)
 
 
 def pool_into_patches(patch_ids: torch.Tensor, n_patches: int, k: int) -> Attend:

@@ -24,12 +24,6 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def swiglu_hidden(dim: int, multiple_of: int = 64) -> int:
-    """SwiGLU hidden size: 2/3 of 4*dim, rounded up to a multiple (the Llama convention)."""
-    hidden = int(2 * 4 * dim / 3)
-    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
-
-
 @dataclass
 class BLTConfig:
     """A Byte Latent Transformer: local encoder, latent global transformer, local decoder.

@@ -1,11 +1,7 @@
 """FLOP accounting per byte for BLT and byte-level transformer configs.
 
-Counts the matrix multiplications of one forward pass, 2 FLOPs per multiply-add
-(embedding and hash-table lookups, norms, softmax and activations are not counted, as is
-usual). Attention scores and the weighted sum cost 4 · d · (keys attended) per query;
-for causal self-attention the keys attended are averaged over the positions of a
-``seq_len`` row (min(position + 1, window)), i.e. the cost of a row holding one document
-(packing several documents per row only lowers it). BLT costs split into per-byte terms
+Counts the matrix multiplications of one forward pass as :mod:`bltdata.nn.flops` does
+(hash-table lookups are not counted either), over a ``seq_len`` row. BLT costs split into per-byte terms
 (encoder, decoder, output head) and per-patch terms (pooling, global transformer), the
 latter divided by the mean patch length. Training costs 3 × the forward pass (backward
 ≈ 2 × forward); inference per byte is the forward pass.
@@ -14,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from bltdata.blt.config import BLTConfig, ByteTransformerConfig, swiglu_hidden
+from bltdata.blt.config import BLTConfig, ByteTransformerConfig
+from bltdata.nn.flops import block_flops, cross_attention_flops, mean_keys
+from bltdata.nn.sizes import swiglu_hidden
+
+__all__ = ["FlopsReport", "blt_flops", "block_flops", "byte_transformer_flops", "cross_attention_flops",
+           "flops_per_byte", "mean_keys"]
 
 
 @dataclass(frozen=True)
@@ -27,26 +28,6 @@ class FlopsReport:
         parts = ", ".join(f"{name} {value / 1e6:.2f}M" for name, value in self.components.items())
         return (f"FLOPs/byte: inference {self.inference_per_byte / 1e6:.2f}M, "
                 f"training {self.training_per_byte / 1e6:.2f}M ({parts})")
-
-
-def mean_keys(length: int, window: int | None) -> float:
-    """Mean number of keys a causal (windowed) query attends to over a row of ``length``."""
-    w = length if window is None else min(window, length)
-    # positions 0..w-1 see 1..w keys, the remaining ones see w each
-    return (w * (w + 1) / 2 + (length - w) * w) / length
-
-
-def block_flops(dim: int, keys: float, hidden: int | None = None) -> float:
-    """Forward FLOPs per token of one pre-norm self-attention + SwiGLU block
-    (SwiGLU width ``hidden``, by default the Llama convention :func:`swiglu_hidden`)."""
-    projections = 2 * 4 * dim * dim  # q, k, v, o
-    ffn = 2 * 3 * dim * (swiglu_hidden(dim) if hidden is None else hidden)
-    return projections + ffn + 4 * dim * keys
-
-
-def cross_attention_flops(dim: int, n_queries: float, n_context: float, keys_per_query: float) -> float:
-    """Forward FLOPs of one cross-attention (q, o on queries; k, v on the context)."""
-    return n_queries * (2 * 2 * dim * dim + 4 * dim * keys_per_query) + n_context * 2 * 2 * dim * dim
 
 
 def blt_flops(config: BLTConfig, seq_len: int, mean_patch: float) -> FlopsReport:

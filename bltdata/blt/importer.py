@@ -22,11 +22,12 @@ import torch
 
 from bltdata import fs
 from bltdata.blt import interop
-from bltdata.blt.config import REFERENCE_WIRING, BLTConfig, swiglu_hidden
+from bltdata.blt.config import REFERENCE_WIRING, BLTConfig
 from bltdata.blt.model import BLT
 from bltdata.entropy.checkpoint import import_reference as import_entropy, load_checkpoint, save_checkpoint
 from bltdata.entropy.hf import from_hf_patcher, prefix_patcher_state, split_patcher_state, to_hf_patcher
 from bltdata.entropy.model import EntropyModel
+from bltdata.nn.sizes import swiglu_hidden
 
 log = logging.getLogger(__name__)
 

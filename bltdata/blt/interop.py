@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bltdata.blt.config import BLTConfig, swiglu_hidden
+from bltdata.blt.config import BLTConfig
+from bltdata.nn.sizes import swiglu_hidden
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Transformer building blocks shared by the BLT stacks and the byte-level baseline.
 
-Pre-norm blocks (RMSNorm), rotary position embeddings, SwiGLU feed-forward. Attention
+Pre-norm blocks of the shared parts (:mod:`bltdata.nn`: RMSNorm in the input's dtype, RoPE
+with float32 angles, SwiGLU named ``w_gate_up``/``w_down``). Attention
 layers own their projections; *which* keys each query sees is an ``attend(q, k, v)``
 function from `attention.py` (SDPA with a boolean mask, or a sparse equivalent), so the
 same blocks serve the byte layers, the patch layers and both cross-attentions, on CPU and
@@ -11,26 +12,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from bltdata.blt.attention import Attend
-from bltdata.blt.config import swiglu_hidden
-
-
-def rope_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin tables (T, head_dim/2) for integer positions (T,)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
-    angles = positions.float()[:, None] * inv_freq[None, :]
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, D) by the tables (pairs of adjacent features form the complex plane)."""
-    x_pairs = x.float().unflatten(-1, (-1, 2))  # (B, H, T, D/2, 2)
-    real, imag = x_pairs[..., 0], x_pairs[..., 1]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+from bltdata.nn.layers import RMSNorm, SwiGLU
+from bltdata.nn.rope import apply_rope, rope_tables
+from bltdata.nn.sizes import swiglu_hidden
 
 
 class SelfAttention(nn.Module):
@@ -64,26 +51,15 @@ class CrossAttention(nn.Module):
         return self.wo(out.transpose(1, 2).flatten(2))
 
 
-class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.w_gate_up = nn.Linear(dim, 2 * hidden, bias=False)
-        self.w_down = nn.Linear(hidden, dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate) * up)
-
-
 class TransformerBlock(nn.Module):
     """Pre-norm self-attention + SwiGLU block (SwiGLU width rounded up to ``ffn_multiple_of``)."""
 
     def __init__(self, dim: int, n_heads: int, norm_eps: float, ffn_multiple_of: int = 64):
         super().__init__()
-        self.attn_norm = nn.RMSNorm(dim, eps=norm_eps)
+        self.attn_norm = RMSNorm(dim, norm_eps, upcast=False)
         self.attn = SelfAttention(dim, n_heads)
-        self.ffn_norm = nn.RMSNorm(dim, eps=norm_eps)
-        self.ffn = SwiGLU(dim, swiglu_hidden(dim, ffn_multiple_of))
+        self.ffn_norm = RMSNorm(dim, norm_eps, upcast=False)
+        self.ffn = SwiGLU(dim, swiglu_hidden(dim, ffn_multiple_of), prefix="w_")
 
     def forward(self, x: torch.Tensor, attend: Attend, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), attend, rope)
@@ -100,8 +76,8 @@ class CrossAttentionBlock(nn.Module):
     def __init__(self, dim: int, n_heads: int, norm_eps: float, double_residual: bool = False):
         super().__init__()
         self.double_residual = double_residual
-        self.query_norm = nn.RMSNorm(dim, eps=norm_eps)
-        self.context_norm = nn.RMSNorm(dim, eps=norm_eps)
+        self.query_norm = RMSNorm(dim, norm_eps, upcast=False)
+        self.context_norm = RMSNorm(dim, norm_eps, upcast=False)
         self.attn = CrossAttention(dim, n_heads)
 
     def forward(self, queries: torch.Tensor, context: torch.Tensor, attend: Attend) -> torch.Tensor:

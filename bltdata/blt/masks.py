@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from bltdata.nn.attention import document_window_mask as local_mask  # byte self-attention: causal, window, same document
+
 
 def patch_ids_from_lengths(patch_lengths: torch.Tensor, seq_len: int) -> torch.Tensor:
     """Index of the patch containing each of the ``seq_len`` bytes, (B, T) int64."""
@@ -28,18 +30,6 @@ def patch_documents(patch_lengths: torch.Tensor, doc_ids: torch.Tensor) -> torch
     starts = (patch_lengths.cumsum(dim=1) - patch_lengths).clamp(max=doc_ids.shape[1] - 1)
     docs = doc_ids.gather(1, starts)
     return docs.masked_fill(patch_lengths == 0, -1)
-
-
-def local_mask(doc_ids: torch.Tensor, window: int | None) -> torch.Tensor:
-    """Byte self-attention: causal, within ``window`` keys (incl. self), same document."""
-    seq_len = doc_ids.shape[1]
-    pos = torch.arange(seq_len, device=doc_ids.device)
-    distance = pos[:, None] - pos[None, :]  # query - key
-    allowed = distance >= 0
-    if window is not None:
-        allowed = allowed & (distance < window)
-    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-    return (allowed[None] & same_doc).unsqueeze(1)
 
 
 def global_mask(patch_docs: torch.Tensor) -> torch.Tensor:

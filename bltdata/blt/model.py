@@ -35,6 +35,7 @@ from bltdata.blt import attention, masks
 from bltdata.blt.config import BLTConfig, ByteTransformerConfig
 from bltdata.blt.hash_embeddings import HashNgramEmbedding
 from bltdata.blt.layers import CrossAttentionBlock, Stack, init_weights
+from bltdata.nn.layers import RMSNorm
 
 
 class ByteEmbedding(nn.Module):
@@ -118,7 +119,7 @@ class LocalDecoder(nn.Module):
         )
         self.stack = Stack(c.dim_local, c.n_layers_decoder, c.n_heads_local, c.norm_eps, c.rope_theta,
                            c.ffn_multiple_of)
-        self.norm = nn.RMSNorm(c.dim_local, eps=c.norm_eps)
+        self.norm = RMSNorm(c.dim_local, c.norm_eps, upcast=False)
         self.output = nn.Linear(c.dim_local, c.vocab_size, bias=False)
 
     def forward(self, h: torch.Tensor, global_out: torch.Tensor, layout: PatchLayout, local: attention.Attend):
@@ -147,7 +148,7 @@ class BLT(nn.Module):
         self.pooling = PatchPooling(c)
         self.global_stack = Stack(c.dim_global, c.n_layers_global, c.n_heads_global, c.norm_eps, c.rope_theta,
                                   c.ffn_multiple_of)
-        self.global_norm = nn.RMSNorm(c.dim_global, eps=c.norm_eps) if c.global_norm else nn.Identity()
+        self.global_norm = RMSNorm(c.dim_global, c.norm_eps, upcast=False) if c.global_norm else nn.Identity()
         self.decoder = LocalDecoder(c)
         init_weights(self, c.n_layers_encoder + c.n_layers_global + c.n_layers_decoder)
 
@@ -171,7 +172,7 @@ class ByteTransformer(nn.Module):
         c = self.config = config
         self.embed = ByteEmbedding(c.vocab_size, c.dim, c.hash_ngram_sizes, c.hash_table_size, c.hash_functions)
         self.stack = Stack(c.dim, c.n_layers, c.n_heads, c.norm_eps, c.rope_theta, c.ffn_multiple_of)
-        self.norm = nn.RMSNorm(c.dim, eps=c.norm_eps)
+        self.norm = RMSNorm(c.dim, c.norm_eps, upcast=False)
         self.output = nn.Linear(c.dim, c.vocab_size, bias=False)
         init_weights(self, c.n_layers)
 

@@ -1,6 +1,8 @@
 """The entropy model: the small byte LM whose per-byte entropies decide patch boundaries.
 
-- ``model``      — the causal byte transformer (sliding-window attention) and its presets;
+- ``config``     — the model's config, its presets and FLOPs (torch-free);
+- ``model``      — the causal byte transformer (its parts from :mod:`bltdata.nn`);
+- ``layout``     — how a forward pass attends (causal, dense mask, block-local);
 - ``checkpoint`` — ``config.json`` + ``model.safetensors`` directories, the bundled
   ``default`` model, and import of the reference BLT checkpoint;
 - ``engine``     — exact, batched scoring of many documents (``EntropyEngine``);
