@@ -101,14 +101,15 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
     """
     from tqdm import tqdm
 
-    from bltdata.entropy.train import TrainConfig, train_entropy_model
+    from bltdata.entropy.runs import EntropyTrainConfig
+    from bltdata.entropy.train import train_entropy_model
 
     set_threads(threads)
     command = _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every,
                              eval_bytes, max_bytes, seed, threads, heldout_percent=heldout_percent,
                              checkpoint_minutes=checkpoint_minutes, target_patch_size=target_patch_size)
     try:
-        config = TrainConfig(inputs=list(inputs), out_dir=output, preset=preset, steps=steps, seq_len=seq_len,
+        config = EntropyTrainConfig(inputs=list(inputs), out_dir=output, preset=preset, steps=steps, seq_len=seq_len,
                              batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
                              eval_bytes=eval_bytes, heldout_percent=heldout_percent,
                              checkpoint_minutes=checkpoint_minutes, target_patch_size=target_patch_size,

@@ -81,6 +81,7 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
       torchrun --nproc-per-node 8 --no-python bltdata train --data shards/ -o runs/1b --preset blt-1b
     """
     from bltdata.blt import train as blt_train
+    from bltdata.blt.runs import BltTrainConfig
     from bltdata.blt.checkpoint import read_run
     from bltdata.blt.config import config_from_dict, preset as make_preset
     from bltdata.blt.data import manifest_summary, train_loader
@@ -94,7 +95,7 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
         if not data:
             raise click.UsageError("--data is required (a shard directory, repeatable)")
         preset_config = make_preset(preset)
-        cfg = _train_config(blt_train.TrainConfig, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
+        cfg = _train_config(BltTrainConfig, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
                             warmup_steps=warmup, eval_every=eval_every, eval_batches=eval_batches,
                             checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, seed=seed,
                             sharding=(("fsdp" if preset in ("blt-1b", "blt-7b") else "ddp") if sharding == "auto" else sharding))
@@ -122,6 +123,8 @@ def _train_config(cls, **kw):
 
 
 def _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train):
+    from bltdata.blt.runs import BltTrainConfig
+
     try:
         run = read_run(run_dir)
     except FileNotFoundError as err:
@@ -129,7 +132,7 @@ def _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train):
     saved_data = run["data"].get("sources", [])
     if data and list(data) != saved_data:
         raise click.UsageError(f"--resume: the run was trained on {saved_data}, not {list(data)}")
-    return saved_data, config_from_dict(run["model"]), blt_train.TrainConfig(**run["train"])
+    return saved_data, config_from_dict(run["model"]), BltTrainConfig(**run["train"])
 
 
 def _check_resume(run_dir, cfg, steps) -> None:

@@ -88,12 +88,14 @@ def test_train_command_writes_a_resumable_model(tmp_path, corpus):
     assert log["command"].startswith("bltdata entropy train ") and "--steps 4" in log["command"]
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "checkpoints", "training.json"}
     assert (out / "checkpoints" / "step_00000004" / "train_state.pt").is_file()
-    result = invoke(*[a if a != "4" else "6" for a in args], "--resume")
+    longer = list(args)
+    longer[longer.index("--steps") + 1] = "6"  # only --steps changes: the batch size is the run's shape
+    result = invoke(*longer, "--resume")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.stderr and "from step 4" in result.stderr
     assert json.loads((out / "training.json").read_text())["step"] == 6
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000006"]
-    finished = invoke(*[a if a != "4" else "6" for a in args], "--resume")
+    finished = invoke(*longer, "--resume")
     assert finished.exit_code == 1 and "already trained 6 steps" in finished.output
 
 
