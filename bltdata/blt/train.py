@@ -109,7 +109,8 @@ class MetricsLog:
             fs.write_text_atomic(str(self.path), "".join(line + "\n" for line in lines))
 
 
-def write_run_file(run_dir: Path, model_config, cfg: BltTrainConfig, data: dict, rt: Runtime) -> None:
+def write_run_file(run_dir: Path, model_config, cfg: BltTrainConfig, data: dict, rt: Runtime,
+                   preset: str | None = None) -> None:
     """Start a run directory (refusing one that already holds a run)."""
     if (run_dir / ckpt.RUN_FILE).exists():
         raise FileExistsError(f"{run_dir}: already holds a training run; resume it or choose another directory")
@@ -117,7 +118,7 @@ def write_run_file(run_dir: Path, model_config, cfg: BltTrainConfig, data: dict,
         torch.distributed.barrier()  # every rank has checked before rank 0 writes
     if rt.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"model": model_config.to_dict(), "train": cfg.to_dict(), "data": data}
+        record = {"preset": preset, "model": model_config.to_dict(), "train": cfg.to_dict(), "data": data}
         fs.write_json_atomic(str(run_dir / ckpt.RUN_FILE), record)
     if rt.world_size > 1:
         torch.distributed.barrier()
@@ -168,20 +169,21 @@ def _save(run_dir: Path, step: int, model, optimizer, train_data: BatchSource, r
 def train(model_config, cfg: BltTrainConfig, train_data: BatchSource, run_dir: str | Path, rt: Runtime = Runtime(),
           *, eval_data: Callable[[], Iterable[dict]] | None = None, resume: bool = False,
           on_step: Callable[[dict], None] | None = None, data_info: dict | None = None,
-          mean_patch: float = 4.5, should_stop: Callable[[], bool] | None = None) -> list[dict]:
+          mean_patch: float = 4.5, should_stop: Callable[[], bool] | None = None,
+          preset: str | None = None) -> list[dict]:
     """Train for ``cfg.steps`` steps (continuing a saved run with ``resume``); returns the logged records.
 
     ``eval_data`` makes a fresh iterable of this rank's held-out batches each time it is
     called; ``on_step`` receives every step's metrics (on every rank). When ``should_stop()``
     is true on any rank after a step, every rank saves a checkpoint and raises
-    ``TrainingInterrupted``. Resuming a finished run raises ValueError, and so does resuming
+    ``TrainingInterrupted``. ``preset`` (the run preset's name) is recorded in ``run.json``. Resuming a finished run raises ValueError, and so does resuming
     with a setting outside ``RESUME_APPLIES`` changed (``bltdata.runs.ResumeConflict``).
     """
     run_dir = Path(run_dir)
     if resume:
         changed = resume_changes(run_dir, cfg)
     else:
-        write_run_file(run_dir, model_config, cfg, data_info or {}, rt)
+        write_run_file(run_dir, model_config, cfg, data_info or {}, rt, preset)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = wrap_model(build_model(model_config).to(rt.device), cfg, rt)
     optimizer = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
