@@ -351,7 +351,7 @@ def _resumed_config(config: EntropyTrainConfig, step: int) -> tuple[EntropyTrain
         saved = json.loads(log_path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{log_path}: missing; the run's settings are unknown, cannot resume") from None
-    stored = EntropyTrainConfig(**saved["config"]).resolved()
+    stored = EntropyTrainConfig(**{**saved["config"], "out_dir": config.out_dir}).resolved()  # moved: same run
     merged, changed = resume_with(stored, dataclasses.asdict(config), RESUME_APPLIES)
     resumes = list(saved.get("resumes", []))
     if changed:
