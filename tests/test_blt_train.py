@@ -106,3 +106,17 @@ def test_debug_preset_learns_well_below_uniform_bpb(tmp_path):
     final = records[-1]["eval"]["bpb"]
     # uniform over 256 bytes is 8 bits; measured 2.19 (after 50 steps: 3.36, 100: 2.60, 150: 2.26)
     assert final < 2.5, final
+
+
+def test_resume_extends_steps_and_refuses_another_batch_size(tmp_path):
+    from bltdata.runs import ResumeConflict
+
+    full = run_records(tmp_path, "long", steps=8)
+    assert [r["step"] for r in run_records(tmp_path, "run", steps=6)] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ResumeConflict, match="batch_size 3"):
+        run_records(tmp_path, "run", steps=8, batch_size=3, resume=True)
+    resumed = run_records(tmp_path, "run", steps=8, resume=True)
+    assert [r["step"] for r in resumed] == [7, 8]
+    assert resumed[-1]["lr"] == full[-1]["lr"]  # the schedule now ends at step 8
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train"]["steps"] == 8 and run["resumes"] == [{"step": 6, "changed": {"steps": [6, 8]}}]

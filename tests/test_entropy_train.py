@@ -160,3 +160,16 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError):
         _config(tmp_path, "x", heldout_percent=0)
     assert math.isclose(_config(tmp_path, "x", steps=50).warmup, 5)
+
+
+def test_resume_applies_steps_and_refuses_another_batch_size(tmp_path):
+    from bltdata.runs import ResumeConflict
+
+    corpus = _corpus(tmp_path, n_docs=20)
+    train_entropy_model(_config(tmp_path, corpus, steps=2, eval_every=2))
+    with pytest.raises(ResumeConflict, match="batch_size 4"):
+        train_entropy_model(_config(tmp_path, corpus, steps=4, eval_every=2, batch_size=4), resume=True)
+    result = train_entropy_model(_config(tmp_path, corpus, steps=4, eval_every=2), resume=True)
+    log = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert result["step"] == 4 and log["config"]["steps"] == 4 and log["config"]["warmup_steps"] == 0
+    assert log["resumes"] == [{"step": 2, "changed": {"steps": [2, 4]}}]
