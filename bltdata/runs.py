@@ -15,7 +15,7 @@ applies them and returns which ones changed, so the caller can say so.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 Config = TypeVar("Config")
 
@@ -27,6 +27,11 @@ class ResumeConflict(ValueError):
         self.conflicts = conflicts
         shown = "; ".join(f"{name} {given!r} (the run has {stored!r})" for name, given, stored in conflicts)
         super().__init__(f"cannot change on resume: {shown}")
+
+    def describe(self, flag_of: Callable[[str], str]) -> str:
+        """The message with each setting shown as its command-line option (``flag_of(name)``)."""
+        return "--resume keeps the run's shape; these differ from it: " + "; ".join(
+            f"{flag_of(name)} {given} (the run has {stored})" for name, given, stored in self.conflicts)
 
 
 def override(config: Config, overrides: dict[str, Any]) -> Config:

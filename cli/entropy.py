@@ -113,7 +113,7 @@ def train(inputs, output, preset, show_preset, steps, seq_len, batch_size, lr, w
     RESUME: `--resume` continues from the last checkpoint with the run's saved settings
     (INPUT... may then be left out). It APPLIES --steps (a larger one trains longer; the
     cosine schedule is stretched to the new end), --eval-every, --checkpoint-minutes,
-    --target-patch-size, --device and --threads, and prints those that changed. It REFUSES
+    --target-patch-size, --device and --threads, and prints the saved settings it changed. It REFUSES
     (exit 2, naming the option and the run's value) other INPUT..., --preset, --seq-len,
     --batch-size, --lr, --warmup, --eval-bytes, --heldout-percent, --max-bytes or --seed.
 
@@ -177,8 +177,7 @@ def _resumed_config(output, settings):
     try:
         config, changed = runs.resume_with(stored, settings, RESUME_APPLIES)
     except runs.ResumeConflict as conflict:
-        raise click.UsageError("--resume keeps the run's shape; these differ from it: " + "; ".join(
-            f"{_flag(name)} {value} (the run has {stored})" for name, value, stored in conflict.conflicts)) from None
+        raise click.UsageError(conflict.describe(_flag)) from None
     click.echo(f"resuming {output} from step {saved['step']} ({path})", err=True)
     for name, (old, new) in changed.items():
         click.echo(f"applied on resume: {_flag(name)} {new} (the run had {old})", err=True)

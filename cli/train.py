@@ -42,7 +42,8 @@ PRESET_HELP = " [default: the preset's; see --show-preset]"
 
 
 def _flag(setting: str) -> str:
-    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
+    """The option of a training setting (an option name is returned as it is)."""
+    return setting if setting.startswith("--") else FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
 @click.command("train")
@@ -93,7 +94,7 @@ def train(data, run_dir, preset, show_preset, steps, seq_len, batch_size, lr, wa
     RESUME: `--resume` continues where the last checkpoint stopped, with the run's saved
     settings. It APPLIES --steps (to train longer: the cosine schedule is then stretched to
     the new end), --eval-every, --checkpoint-every, --checkpoint-minutes, --sharding,
-    --workers, --device and --threads, and prints those that changed. It REFUSES (exit 2,
+    --workers, --device and --threads, and prints the saved settings it changed. It REFUSES (exit 2,
     naming the option and the run's value) a --preset, --data, --eval-data, --seq-len,
     --batch-size, --lr, --warmup, --eval-batches or --seed other than the run's: they
     would change what the checkpoint means. It fails when the run has no checkpoint or is
@@ -170,11 +171,10 @@ def _resumed_settings(run_dir, data, eval_data, preset, settings):
     try:
         cfg, changed = runs.resume_with(BltTrainConfig(**run["train"]), settings, RESUME_APPLIES)
     except runs.ResumeConflict as conflict:
-        refused += [(_flag(name), value, stored) for name, value, stored in conflict.conflicts]
+        refused += conflict.conflicts
         cfg, changed = None, {}
     if refused:
-        raise click.UsageError("--resume keeps the run's shape; these differ from it: " + "; ".join(
-            f"{flag} {value} (the run has {stored})" for flag, value, stored in refused))
+        raise click.UsageError(runs.ResumeConflict(refused).describe(_flag))
     _check_resume(run_dir, cfg, changed)
     return saved["--data"], saved["--eval-data"], saved["--preset"], config_from_dict(run["model"]), cfg
 

@@ -28,6 +28,8 @@ def test_resume_with_applies_listed_settings_and_refuses_the_others():
         runs.resume_with(stored, {"steps": 300, "batch_size": 8, "lr": 1.0}, blt_runs.RESUME_APPLIES)
     assert refused.value.conflicts == [("batch_size", 8, 4), ("lr", 1.0, 3e-3)]
     assert "batch_size 8 (the run has 4)" in str(refused.value)
+    flags = refused.value.describe(lambda name: "--" + name.replace("_", "-"))
+    assert flags.endswith("--batch-size 8 (the run has 4); --lr 1.0 (the run has 0.003)")
 
 
 def test_blt_presets_are_whole_runs():
