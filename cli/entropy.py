@@ -6,7 +6,7 @@ import click
 
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
-PRESET_NAMES = ("tiny", "small", "paper-100m")
+PRESET_NAMES = ("tiny", "small", "paper-100m")  # = bltdata.entropy.runs.PRESETS (it imports torch; a test checks)
 _COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
 
 

@@ -250,3 +250,11 @@ def test_show_preset_and_the_resolved_run_in_training_json(tmp_path, corpus):
     longer = invoke("entropy", "train", "-o", str(out), "--resume", "--steps", "4")  # INPUT... from the run
     assert longer.exit_code == 0, longer.output
     assert json.loads((out / "training.json").read_text())["step"] == 4
+
+
+def test_the_cli_preset_names_are_the_run_presets():
+    from bltdata.cli.entropy import PRESET_NAMES
+    from bltdata.entropy.model import PRESETS as MODEL_PRESETS
+    from bltdata.entropy.runs import PRESETS
+
+    assert PRESET_NAMES == tuple(PRESETS) == tuple(MODEL_PRESETS)
