@@ -44,7 +44,8 @@ from bltdata.blt.distributed import Runtime
 from bltdata.blt.evaluate import evaluate
 from bltdata.blt.flops import flops_per_byte
 from bltdata.blt.model import build_model, count_parameters
-from bltdata.blt.train import TrainConfig, train
+from bltdata.blt.runs import BltTrainConfig
+from bltdata.blt.train import train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -136,10 +137,10 @@ def matched_baseline(target_train_flops: float, seq_len: int) -> ByteTransformer
 
 def run_model(name, config, shards_dir, held_dir, steps, args, mean_patch, workdir, eval_every=0) -> dict:
     rt = Runtime()
-    cfg = TrainConfig(steps=steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
-                      warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10),
-                      eval_every=eval_every, eval_batches=args.eval_batches_curve,
-                      checkpoint_every=0, checkpoint_minutes=0)  # timed: one checkpoint, at the end
+    cfg = BltTrainConfig(steps=steps, batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                         warmup_steps=max(1, steps // 10), log_every=max(1, steps // 10),
+                         eval_every=eval_every, eval_batches=args.eval_batches_curve,
+                         checkpoint_every=0, checkpoint_minutes=0)  # timed: one checkpoint, at the end
     loader = train_loader([str(shards_dir)], cfg.seq_len, cfg.batch_size, rt)
     totals = {"bytes": 0, "patches": 0, "seconds": 0.0}
     flops = flops_per_byte(config, cfg.seq_len - 1, mean_patch)

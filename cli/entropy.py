@@ -7,7 +7,7 @@ import click
 from bltdata.cli.progress import progress_option
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
-PRESET_NAMES = ("tiny", "small", "paper-100m")
+PRESET_NAMES = ("tiny", "small", "paper-100m")  # = bltdata.entropy.runs.PRESETS (it imports torch; a test checks)
 _COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
 
 
@@ -58,68 +58,141 @@ def entropy():
     """
 
 
+PRESET_HELP = " [default: the preset's; see --show-preset]"
+FLAGS = {"warmup_steps": "--warmup", "inputs": "INPUT..."}  # when a setting's option is not --setting-name
+
+
+def _flag(setting: str) -> str:
+    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
 @entropy.command("train")
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Model directory to write.")
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--seq-len", type=click.IntRange(min=2), help="Tokens per training sequence [default: the preset's].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate.")
+@click.argument("inputs", nargs=-1, metavar="INPUT...")
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Model directory to write (required).")
+@click.option("--preset", type=click.Choice(PRESET_NAMES),
+              help="The run: model shape and every training default [default: small].")
+@click.option("--show-preset", type=click.Choice(PRESET_NAMES), metavar="NAME",
+              help="Print the run NAME resolves to (with the options given here applied) as JSON, and exit.")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps." + PRESET_HELP)
+@click.option("--seq-len", type=click.IntRange(min=2), help="Tokens per training sequence [default: the model's "
+                                                            "context].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Sequences per step." + PRESET_HELP)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate." + PRESET_HELP)
 @click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps [default: min(200, steps/10)].")
-@click.option("--eval-every", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Steps between held-out evaluations (and resumable checkpoints).")
-@click.option("--eval-bytes", type=click.IntRange(min=1), default=131072, show_default=True,
-              help="Held-out bytes scored per evaluation.")
-@click.option("--heldout-percent", type=click.FloatRange(min=0, max=100, min_open=True, max_open=True), default=2.0,
-              show_default=True, help="Share of the corpus bytes held out (at least 16 documents).")
-@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Also write a resumable checkpoint after this many wall minutes since the last one (0: off).")
-@click.option("--target-patch-size", type=click.FloatRange(min=1.0), default=4.5, show_default=True,
-              help="Mean patch length (bytes) θ is calibrated for at the end, on held-out documents.")
-@click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this many corpus bytes.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT (a larger --steps trains longer).")
+@click.option("--eval-every", type=click.IntRange(min=1),
+              help="Steps between held-out evaluations (and resumable checkpoints)." + PRESET_HELP)
+@click.option("--eval-bytes", type=click.IntRange(min=1), help="Held-out bytes scored per evaluation." + PRESET_HELP)
+@click.option("--heldout-percent", type=click.FloatRange(min=0, max=100, min_open=True, max_open=True),
+              help="Share of the corpus bytes held out (at least 16 documents)." + PRESET_HELP)
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0),
+              help="Also write a resumable checkpoint after this many wall minutes since the last one (0: off)."
+                   + PRESET_HELP)
+@click.option("--target-patch-size", type=click.FloatRange(min=1.0),
+              help="Mean patch length (bytes) θ is calibrated for at the end, on held-out documents." + PRESET_HELP)
+@click.option("--max-bytes", type=click.IntRange(min=1), help="Read at most this many corpus bytes [default: all].")
+@click.option("--seed", type=int, help="Seed of the weights and the sampled windows." + PRESET_HELP)
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in OUTPUT; see RESUME below for the "
+                                             "options it applies and those it refuses.")
 @progress_option
 @device_option
 @threads_option
-def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes, heldout_percent,
-          checkpoint_minutes, target_patch_size, max_bytes, seed, resume, progress, device, threads):
+def train(inputs, output, preset, show_preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes,
+          heldout_percent, checkpoint_minutes, target_patch_size, max_bytes, seed, resume, progress, device, threads):
     """Train an entropy model on INPUT... (files, directories, globs, or `default`).
 
-    `default` is the embedded corpus (this Python's standard library sources and docs).
-    --heldout-percent of the corpus bytes (at least 16 documents, chosen by content hash)
-    is held out; held-out bits per byte are measured every --eval-every steps. OUTPUT's
-    config.json + model.safetensors are the BEST model by held-out BPB; the last one, for
-    --resume, is in OUTPUT/checkpoints (written every --eval-every steps, every
-    --checkpoint-minutes, and on Ctrl-C / SIGTERM, which then exit with 130 / 143). At the
-    end θ is calibrated on held-out documents for --target-patch-size and recorded in
-    config.json, where `patch`, `entropy score` and `generate` find it.
+    `default` is the embedded corpus (this Python's standard library sources and docs). A
+    --preset is a whole run (model shape and the defaults of every option); an option
+    given here replaces the preset's value, OUTPUT/training.json records the resolved run,
+    and `--show-preset NAME` prints it. --heldout-percent of the corpus bytes (at least 16
+    documents, chosen by content hash) is held out; held-out bits per byte are measured
+    every --eval-every steps. OUTPUT's config.json + model.safetensors are the BEST model
+    by held-out BPB; the last one, for --resume, is in OUTPUT/checkpoints (written every
+    --eval-every steps, every --checkpoint-minutes, and on Ctrl-C / SIGTERM, which then exit
+    with 130 / 143). At the end θ is calibrated on held-out documents for
+    --target-patch-size and recorded in config.json, where `patch`, `entropy score` and
+    `generate` find it.
+
+    RESUME: `--resume` continues from the last checkpoint with the run's saved settings
+    (INPUT... may then be left out). It APPLIES --steps (a larger one trains longer; the
+    cosine schedule is stretched to the new end), --eval-every, --checkpoint-minutes,
+    --target-patch-size, --device and --threads, and prints the saved settings it changed. It REFUSES
+    (exit 2, naming the option and the run's value) other INPUT..., --preset, --seq-len,
+    --batch-size, --lr, --warmup, --eval-bytes, --heldout-percent, --max-bytes or --seed.
 
     \b
     Example:
       bltdata entropy train default -o models/mine --preset tiny --steps 300
-      bltdata entropy train corpus/ -o models/big --preset small --steps 5000 --resume
+      bltdata entropy train -o models/mine --resume --steps 600
+      bltdata entropy train --show-preset paper-100m
     """
-    from bltdata.cli.progress import Progress, display_mode, shown
+    settings = dict(inputs=list(inputs) or None, preset=preset, steps=steps, seq_len=seq_len, batch_size=batch_size,
+                    lr=lr, warmup_steps=warmup, eval_every=eval_every, eval_bytes=eval_bytes,
+                    heldout_percent=heldout_percent, checkpoint_minutes=checkpoint_minutes,
+                    target_patch_size=target_patch_size, max_bytes=max_bytes, seed=seed)
+    if show_preset:
+        import json
 
-    from bltdata.entropy.train import TrainConfig, train_entropy_model
+        from bltdata.entropy.runs import resolve
 
+        click.echo(json.dumps(resolve(show_preset, {**settings, "preset": None}).to_dict(), indent=2))
+        return
+    if not output:
+        raise click.UsageError("-o/--output is required (the model directory)")
     set_threads(threads)
-    command = _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every,
-                             eval_bytes, max_bytes, seed, threads, heldout_percent=heldout_percent,
-                             checkpoint_minutes=checkpoint_minutes, target_patch_size=target_patch_size)
+    if resume:
+        config = _resumed_config(output, settings)
+    elif not inputs:
+        raise click.UsageError("INPUT... is required (files, directories, globs or `default`)")
+    else:
+        config = _new_config(output, settings)
+    _train_with_bar(config, _device(device), resume, _train_command(config, threads), progress)
+
+
+def _new_config(output, settings):
+    import dataclasses
+
+    from bltdata.entropy.runs import resolve
+
     try:
-        config = TrainConfig(inputs=list(inputs), out_dir=output, preset=preset, steps=steps, seq_len=seq_len,
-                             batch_size=batch_size, lr=lr, warmup_steps=warmup, eval_every=eval_every,
-                             eval_bytes=eval_bytes, heldout_percent=heldout_percent,
-                             checkpoint_minutes=checkpoint_minutes, target_patch_size=target_patch_size,
-                             max_bytes=max_bytes, seed=seed)
+        run = resolve(settings["preset"] or "small", {**settings, "preset": None})
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    if resume:
-        _say_resume_point(output)
-    bar = Progress(steps, desc=f"train {preset}", unit="step", mode=display_mode(progress))
+    return dataclasses.replace(run.train, out_dir=output)
+
+
+def _resumed_config(output, settings):
+    """The run's saved settings with the applicable ``settings`` applied (printed); a usage error
+    naming every option that would change the run's shape."""
+    import json
+    from pathlib import Path
+
+    from bltdata import runs
+    from bltdata.entropy.runs import RESUME_APPLIES, EntropyTrainConfig
+    from bltdata.entropy.train import TRAINING_LOG_FILE, resume_point
+
+    try:
+        path = resume_point(output)
+        saved = json.loads((Path(output) / TRAINING_LOG_FILE).read_text())  # written with each checkpoint
+    except FileNotFoundError as err:
+        raise click.ClickException(f"--resume: {err}") from None
+    stored = EntropyTrainConfig(**{**saved["config"], "out_dir": output}).resolved()
+    try:
+        config, changed = runs.resume_with(stored, settings, RESUME_APPLIES)
+    except runs.ResumeConflict as conflict:
+        raise click.UsageError(conflict.describe(_flag)) from None
+    click.echo(f"resuming {output} from step {saved['step']} ({path})", err=True)
+    for name, (old, new) in changed.items():
+        click.echo(f"applied on resume: {_flag(name)} {new} (the run had {old})", err=True)
+    return config
+
+
+def _train_with_bar(config, device, resume, command, progress) -> None:
+    from bltdata.cli.progress import Progress, display_mode, shown
+
+    from bltdata.entropy.train import train_entropy_model
+    from bltdata.interrupt import StopRequest, TrainingInterrupted
+
+    bar = Progress(config.steps, desc=f"train {config.preset}", unit="step", mode=display_mode(progress))
 
     def on_step(step, metrics):
         postfix = {"loss": f"{metrics['loss']:.3f}", "kB_s": f"{metrics['bytes_per_s'] / 1e3:.1f}"}
@@ -127,11 +200,9 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
             postfix["bpb"] = f"{metrics['bpb']:.3f}"
         bar.update(step, **postfix)
 
-    from bltdata.interrupt import StopRequest, TrainingInterrupted
-
     try:
         with shown(bar), StopRequest() as stop:
-            result = train_entropy_model(config, device=_device(device), resume=resume, on_step=on_step,
+            result = train_entropy_model(config, device=device, resume=resume, on_step=on_step,
                                          command=command, should_stop=stop)
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
@@ -141,21 +212,7 @@ def train(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_e
         sys.exit(stopped.exit_code)
     finally:
         bar.close()
-    _print_trained(output, result)
-
-
-def _say_resume_point(output) -> None:
-    import json
-    from pathlib import Path
-
-    from bltdata.entropy.train import TRAINING_LOG_FILE, resume_point
-
-    try:
-        path = resume_point(output)
-    except FileNotFoundError as err:
-        raise click.ClickException(f"--resume: {err}") from None
-    step = json.loads((Path(output) / TRAINING_LOG_FILE).read_text())["step"]  # written with each checkpoint
-    click.echo(f"resuming {output} from step {step} ({path})", err=True)
+    _print_trained(config.out_dir, result)
 
 
 def _print_trained(output, result) -> None:
@@ -169,18 +226,16 @@ def _print_trained(output, result) -> None:
         click.echo("θ not calibrated (see the warning above): patch will use the reference θ 1.3354")
 
 
-def _train_command(inputs, output, preset, steps, seq_len, batch_size, lr, warmup, eval_every, eval_bytes,
-                   max_bytes, seed, threads, **more) -> str:
-    """The command line that reproduces this run (every option spelled out)."""
-    parts = ["bltdata", "entropy", "train", *inputs, "-o", output, "--preset", preset, "--steps", str(steps),
-             "--batch-size", str(batch_size), "--lr", str(lr), "--eval-every", str(eval_every),
-             "--eval-bytes", str(eval_bytes), "--seed", str(seed)]
-    for name, value in more.items():
-        parts += [f"--{name.replace('_', '-')}", str(value)]
-    for flag, value in (("--seq-len", seq_len), ("--warmup", warmup), ("--max-bytes", max_bytes),
-                        ("--threads", threads)):
+def _train_command(config, threads) -> str:
+    """The command line that reproduces this run (every setting of the resolved run spelled out)."""
+    parts = ["bltdata", "entropy", "train", *config.inputs, "-o", config.out_dir]
+    for name in ("preset", "steps", "seq_len", "batch_size", "lr", "warmup_steps", "eval_every", "eval_bytes",
+                 "heldout_percent", "checkpoint_minutes", "target_patch_size", "max_bytes", "seed"):
+        value = getattr(config, name)
         if value is not None:
-            parts += [flag, str(value)]
+            parts += [_flag(name), str(value)]
+    if threads is not None:
+        parts += ["--threads", str(threads)]
     return shlex.join(parts)
 
 

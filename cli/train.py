@@ -9,10 +9,11 @@ import sys
 
 import click
 
+from bltdata.blt.runs import PRESETS  # torch-free, like the rest of what is imported here
 from bltdata.cli.progress import display_mode, progress_option
 from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
 
-PRESET_NAMES = ("debug", "blt-1b", "blt-7b", "byte-debug")  # = bltdata.blt.config.PRESETS (checked by a test)
+PRESET_NAMES = tuple(PRESETS)
 
 
 def _device(name: str) -> str | None:
@@ -37,69 +38,98 @@ def _library_errors():
     return (FileNotFoundError, FileExistsError, ValueError, StateError)
 
 
+FLAGS = {"warmup_steps": "--warmup"}  # a training setting's option when it is not --setting-name
+PRESET_HELP = " [default: the preset's; see --show-preset]"
+
+
+def _flag(setting: str) -> str:
+    """The option of a training setting (an option name is returned as it is)."""
+    return setting if setting.startswith("--") else FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
 @click.command("train")
 @click.option("--data", multiple=True, metavar="DIR[=WEIGHT]",
-              help="Shard directory (OUT or OUT/data of `bltdata patch`); repeat to mix, weighted by bytes.")
-@click.option("-o", "--out", "run_dir", required=True, type=click.Path(file_okay=False), help="Run directory.")
-@click.option("--preset", type=click.Choice(PRESET_NAMES), default="debug", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
-@click.option("--seq-len", type=click.IntRange(min=2), default=512, show_default=True,
-              help="Tokens per row (the model reads seq-len - 1 and predicts the next token of each).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Rows per process.")
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Peak learning rate (AdamW).")
-@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True, help="Warmup steps.")
+              help="Shard directory (with manifest.json); repeat to mix, weighted by bytes.")
+@click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False), help="Run directory (required).")
+@click.option("--preset", type=click.Choice(PRESET_NAMES),
+              help="The run: model shape and every training default [default: debug].")
+@click.option("--show-preset", type=click.Choice(PRESET_NAMES), metavar="NAME",
+              help="Print the run NAME resolves to (with the options given here applied) as JSON, and exit.")
+@click.option("--steps", type=click.IntRange(min=1), help="Optimizer steps." + PRESET_HELP)
+@click.option("--seq-len", type=click.IntRange(min=2),
+              help="Tokens per row (the model reads seq-len - 1 and predicts the next token of each)." + PRESET_HELP)
+@click.option("--batch-size", type=click.IntRange(min=1), help="Rows per process." + PRESET_HELP)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW)." + PRESET_HELP)
+@click.option("--warmup", type=click.IntRange(min=0), help="Warmup steps." + PRESET_HELP)
 @click.option("--eval-data", metavar="DIR", help="Held-out shard directory for periodic bits per byte.")
-@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Steps between held-out evaluations (0: at the end only).")
-@click.option("--eval-batches", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--checkpoint-every", type=click.IntRange(min=0), default=100, show_default=True,
-              help="Steps between checkpoints (0: none by steps). The last step, Ctrl-C and SIGTERM always save.")
-@click.option("--checkpoint-minutes", type=click.FloatRange(min=0), default=10.0, show_default=True,
-              help="Also checkpoint after this many minutes of wall time since the last one (0: off).")
-@click.option("--sharding", type=click.Choice(["auto", "ddp", "fsdp"]), default="auto", show_default=True,
-              help="Multi-process strategy under torchrun (auto: fsdp for blt-1b and blt-7b, else ddp).")
+@click.option("--eval-every", type=click.IntRange(min=0),
+              help="Steps between held-out evaluations (0: at the end only)." + PRESET_HELP)
+@click.option("--eval-batches", type=click.IntRange(min=1), help="Held-out batches per evaluation." + PRESET_HELP)
+@click.option("--checkpoint-every", type=click.IntRange(min=0),
+              help="Steps between checkpoints (0: none by steps). The last step, Ctrl-C and SIGTERM always save."
+                   + PRESET_HELP)
+@click.option("--checkpoint-minutes", type=click.FloatRange(min=0),
+              help="Also checkpoint after this many minutes of wall time since the last one (0: off)." + PRESET_HELP)
+@click.option("--sharding", type=click.Choice(["ddp", "fsdp"]),
+              help="Multi-process strategy under torchrun (blt-1b and blt-7b: fsdp)." + PRESET_HELP)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Loader processes per rank.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in --out exactly (its saved settings win).")
+@click.option("--seed", type=int, help="Seed of the weights and the data order." + PRESET_HELP)
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly; see RESUME below for the options "
+                                             "it applies and those it refuses.")
 @progress_option
 @device_option
 @threads_option
-def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_data, eval_every, eval_batches,
-          checkpoint_every, checkpoint_minutes, sharding, workers, seed, resume, progress, device, threads):
+def train(data, run_dir, preset, show_preset, steps, seq_len, batch_size, lr, warmup, eval_data, eval_every,
+          eval_batches, checkpoint_every, checkpoint_minutes, sharding, workers, seed, resume, progress, device,
+          threads):
     """Train a BLT (or the byte-level baseline) on patched shards.
 
-    Prints the model's size and FLOPs per byte, then a progress bar with loss, bits per
-    byte, bytes/s and patches/s. Checkpoints (model, optimizer, schedule, RNG, loader
-    position) go to RUN_DIR/checkpoints every --checkpoint-every steps or --checkpoint-minutes,
-    at the end, and on Ctrl-C / SIGTERM (then the command exits with 130 / 143 and prints
-    how to resume); the newest two are kept. `--resume` continues exactly where the last
-    one stopped, with the run's saved settings; it fails when the run has no checkpoint or
-    is already finished. Multi-GPU / multi-node: launch the same command with `torchrun`.
+    A --preset is a whole run: the model shape and the defaults of every training
+    option (steps, sequence, batch, learning rate and warmup, evaluation and checkpoint
+    cadence, sharding); an option given here replaces the preset's value, and RUN_DIR/run.json
+    records the resolved run. `--show-preset NAME` prints it. Prints the model's size and
+    FLOPs per byte, then a progress bar with loss, bits per byte, bytes/s and patches/s.
+    Checkpoints (model, optimizer, schedule, RNG, loader position) go to RUN_DIR/checkpoints
+    every --checkpoint-every steps or --checkpoint-minutes, at the end, and on Ctrl-C /
+    SIGTERM (then the command exits with 130 / 143 and prints how to resume); the newest two
+    are kept. Multi-GPU / multi-node: launch the same command with `torchrun`.
+
+    RESUME: `--resume` continues where the last checkpoint stopped, with the run's saved
+    settings. It APPLIES --steps (to train longer: the cosine schedule is then stretched to
+    the new end), --eval-every, --checkpoint-every, --checkpoint-minutes, --sharding,
+    --workers, --device and --threads, and prints the saved settings it changed. It REFUSES (exit 2,
+    naming the option and the run's value) a --preset, --data, --eval-data, --seq-len,
+    --batch-size, --lr, --warmup, --eval-batches or --seed other than the run's: they
+    would change what the checkpoint means. It fails when the run has no checkpoint or is
+    already finished.
 
     \b
     Example:
       bltdata train --data shards/ --eval-data heldout/ -o runs/debug --preset debug --steps 200
-      bltdata train --data shards/ -o runs/debug --resume
+      bltdata train -o runs/debug --resume --steps 400
+      bltdata train --show-preset blt-1b
       torchrun --nproc-per-node 8 --no-python bltdata train --data shards/ -o runs/1b --preset blt-1b
     """
     from bltdata.blt import train as blt_train
-    from bltdata.blt.checkpoint import read_run
-    from bltdata.blt.config import config_from_dict, preset as make_preset
     from bltdata.blt.data import manifest_summary, train_loader
     from bltdata.blt.distributed import runtime_from_env
 
+    settings = dict(steps=steps, seq_len=seq_len, batch_size=batch_size, lr=lr, warmup_steps=warmup,
+                    eval_every=eval_every, eval_batches=eval_batches, checkpoint_every=checkpoint_every,
+                    checkpoint_minutes=checkpoint_minutes, sharding=sharding, seed=seed)
+    if show_preset:
+        click.echo(json.dumps(_resolve(show_preset, settings).to_dict(), indent=2))
+        return
+    if not run_dir:
+        raise click.UsageError("-o/--out is required (the run directory)")
     set_threads(threads)
     if resume:
-        data, preset_config, cfg = _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train)
-        _check_resume(run_dir, cfg, steps)
+        data, eval_data, preset, model_config, cfg = _resumed_settings(run_dir, data, eval_data, preset, settings)
     else:
         if not data:
             raise click.UsageError("--data is required (a shard directory, repeatable)")
-        preset_config = make_preset(preset)
-        cfg = _train_config(blt_train.TrainConfig, steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr,
-                            warmup_steps=warmup, eval_every=eval_every, eval_batches=eval_batches,
-                            checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, seed=seed,
-                            sharding=(("fsdp" if preset in ("blt-1b", "blt-7b") else "ddp") if sharding == "auto" else sharding))
+        run = _resolve(preset or "debug", settings)
+        preset, model_config, cfg = run.preset, run.model, run.train
     rt = runtime_from_env(_device(device))
     try:
         summary = manifest_summary(data)
@@ -109,48 +139,72 @@ def train(data, run_dir, preset, steps, seq_len, batch_size, lr, warmup, eval_da
         raise click.ClickException(str(err)) from None
     mean_patch = summary["mean_patch"] or 4.5
     if rt.rank == 0:
-        click.echo(blt_train.describe_model(preset_config, cfg.seq_len, mean_patch))
+        click.echo(blt_train.describe_model(model_config, cfg.seq_len, mean_patch))
     mode = display_mode(progress) if rt.rank == 0 else "off"
-    records = _run_with_bar(blt_train.train, preset_config, cfg, loader, run_dir, rt, eval_fn, resume,
-                            {**summary, "eval_data": eval_data}, mean_patch, mode)
+    records = _run_with_bar(blt_train.train, model_config, cfg, loader, run_dir, rt, eval_fn, resume,
+                            {**summary, "eval_data": eval_data}, mean_patch, preset, mode)
     if rt.rank == 0 and records:
         _print_final(records[-1], run_dir)
 
 
-def _train_config(cls, **kw):
+def _resolve(name, settings):
+    from bltdata.blt.runs import resolve
+
     try:
-        return cls(**kw)
+        return resolve(name, settings)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
 
 
-def _resumed_settings(run_dir, data, read_run, config_from_dict, blt_train):
+def _resumed_settings(run_dir, data, eval_data, preset, settings):
+    """(data, eval data, preset, model config, training config) of the run in ``run_dir``, with the
+    applicable ``settings`` applied; a usage error naming every option that would change the run's shape."""
+    from bltdata import runs
+    from bltdata.blt.checkpoint import read_run
+    from bltdata.blt.config import config_from_dict
+    from bltdata.blt.runs import RESUME_APPLIES, BltTrainConfig
+
     try:
         run = read_run(run_dir)
     except FileNotFoundError as err:
         raise click.ClickException(f"--resume: {err}") from None
-    saved_data = run["data"].get("sources", [])
-    if data and list(data) != saved_data:
-        raise click.UsageError(f"--resume: the run was trained on {saved_data}, not {list(data)}")
-    return saved_data, config_from_dict(run["model"]), blt_train.TrainConfig(**run["train"])
+    saved = {"--data": run["data"].get("sources", []), "--eval-data": run["data"].get("eval_data"),
+             "--preset": run.get("preset") or _preset_of(run["model"])}
+    given = {"--data": list(data) or None, "--eval-data": eval_data, "--preset": preset}
+    refused = [(flag, value, saved[flag]) for flag, value in given.items() if value is not None and value != saved[flag]]
+    try:
+        cfg, changed = runs.resume_with(BltTrainConfig(**run["train"]), settings, RESUME_APPLIES)
+    except runs.ResumeConflict as conflict:
+        refused += conflict.conflicts
+        cfg, changed = None, {}
+    if refused:
+        raise click.UsageError(runs.ResumeConflict(refused).describe(_flag))
+    _check_resume(run_dir, cfg, changed)
+    return saved["--data"], saved["--eval-data"], saved["--preset"], config_from_dict(run["model"]), cfg
 
 
-def _check_resume(run_dir, cfg, steps) -> None:
-    """Say where --resume starts, or fail: no checkpoint, a finished run, or a --steps that differs."""
+def _preset_of(model: dict) -> str | None:
+    """The preset whose model shape is ``model`` (runs written before run.json recorded the preset)."""
+    from bltdata.blt.runs import PRESETS
+
+    return next((name for name, make in PRESETS.items() if make().model.to_dict() == model), None)
+
+
+def _check_resume(run_dir, cfg, changed) -> None:
+    """Say where --resume starts and which options it applies, or fail: no checkpoint, or a finished run."""
     from bltdata.blt.checkpoint import resume_point
 
-    if click.get_current_context().get_parameter_source("steps").name != "DEFAULT" and steps != cfg.steps:
-        raise click.UsageError(f"--resume: the run's schedule is {cfg.steps} steps; --steps {steps} cannot change it "
-                               f"(train longer in a new run directory)")
     try:
         path, done = resume_point(run_dir)
     except FileNotFoundError as err:
         raise click.ClickException(f"--resume: {err}") from None
     if done >= cfg.steps:
         raise click.ClickException(f"--resume: {run_dir} is already finished (step {done} of {cfg.steps}); "
-                                   f"nothing to do")
+                                   f"nothing to do (a larger --steps trains longer)")
     if os.environ.get("RANK", "0") == "0":  # torchrun: once, not per rank
         click.echo(f"resuming {run_dir} from step {done} of {cfg.steps} ({path})", err=True)
+        for name, (old, new) in changed.items():
+            click.echo(f"applied on resume: {_flag(name)} {new} (the run had {old})", err=True)
 
 
 def _eval_fn(eval_data, cfg, rt):
@@ -163,7 +217,8 @@ def _eval_fn(eval_data, cfg, rt):
     return lambda: eval_batches(eval_data, cfg.seq_len, cfg.batch_size, rt)
 
 
-def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, resume, data_info, mean_patch, mode):
+def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, resume, data_info, mean_patch, preset,
+                  mode):
     from bltdata.cli.progress import Progress, shown
 
     bar = Progress(cfg.steps, desc="train", unit="step", mode=mode)
@@ -184,7 +239,8 @@ def _run_with_bar(train_fn, model_config, cfg, loader, run_dir, rt, eval_fn, res
     try:
         with shown(bar), StopRequest() as stop:
             return train_fn(model_config, cfg, loader, run_dir, rt, eval_data=eval_fn, resume=resume,
-                            on_step=on_step, data_info=data_info, mean_patch=mean_patch, should_stop=stop)
+                            on_step=on_step, data_info=data_info, mean_patch=mean_patch, should_stop=stop,
+                            preset=preset)
     except _library_errors() as err:
         raise click.ClickException(str(err)) from None
     except TrainingInterrupted as stopped:

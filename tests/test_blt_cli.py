@@ -86,9 +86,11 @@ def test_errors_name_the_problem(corpus, tmp_path):
 
 def test_every_command_has_an_example_and_presets_match():
     from bltdata.blt.config import PRESETS
-    from bltdata.cli.train import COMMANDS, PRESET_NAMES
+    from bltdata.blt.runs import PRESETS as RUN_PRESETS
+    from bltdata.cli.train import COMMANDS
 
-    assert tuple(PRESETS) == PRESET_NAMES
+    assert tuple(PRESETS) == tuple(RUN_PRESETS)  # every model shape has its run
+    assert all(make().model == PRESETS[name]() for name, make in RUN_PRESETS.items())
     assert len(COMMANDS) == 3 and all("Example:" in c.help for c in COMMANDS)
 
 
@@ -132,8 +134,8 @@ def test_sigint_saves_a_checkpoint_and_resume_continues_the_same_curve(corpus, t
 
     finished = invoke("train", "-o", run, "--resume")
     assert finished.exit_code == 1 and "already finished (step 60 of 60)" in finished.output
-    other_steps = invoke("train", "-o", run, "--resume", "--steps", 30)
-    assert other_steps.exit_code == 2 and "cannot change it" in other_steps.output
+    fewer_steps = invoke("train", "-o", run, "--resume", "--steps", 30)  # applied, so: nothing left to do
+    assert fewer_steps.exit_code == 1 and "already finished (step 60 of 30)" in fewer_steps.output
 
 
 def test_resume_without_a_checkpoint_fails_clearly(corpus, tmp_path):
@@ -146,3 +148,43 @@ def test_resume_without_a_checkpoint_fails_clearly(corpus, tmp_path):
     (started / "run.json").write_text(json.dumps({"model": {}, "train": {}, "data": {"sources": []}}))
     result = invoke("train", "-o", started, "--resume")
     assert result.exit_code == 1 and "nothing to resume from" in result.output
+
+
+def test_show_preset_prints_the_resolved_run_with_the_options_given():
+    shown = invoke("train", "--show-preset", "blt-1b")
+    assert shown.exit_code == 0, shown.output
+    run = json.loads(shown.output)
+    assert run["preset"] == "blt-1b" and run["train"]["sharding"] == "fsdp"  # parallelism is part of the preset
+    assert run["model"]["dim_global"] == 2048 and run["train"]["eval_batches"] == 16
+    debug = json.loads(invoke("train", "--show-preset", "debug", "--eval-batches", 3, "--sharding", "fsdp").output)
+    assert debug["train"]["eval_batches"] == 3 and debug["train"]["sharding"] == "fsdp"
+    assert debug["train"]["lr"] == 3e-3 and debug["train"]["steps"] == 200  # not given: the preset's
+    help_text = invoke("train", "--help").output
+    assert "--show-preset" in help_text and "REFUSES" in help_text and "APPLIES" in help_text
+
+
+def test_the_resolved_run_is_recorded_and_resume_applies_steps_refuses_shape(corpus, tmp_path):
+    run = tmp_path / "run"
+    assert invoke(*train_args(corpus, run)).exit_code == 0
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["preset"] == "debug" and recorded["data"]["eval_data"] == str(corpus[1])
+    assert recorded["train"]["eval_batches"] == 2 and recorded["train"]["seq_len"] == 65  # given
+    assert recorded["train"]["lr"] == 3e-3 and recorded["train"]["warmup_steps"] == 20  # the preset's
+
+    for flag, value, stored in (("--batch-size", 4, "2"), ("--preset", "byte-debug", "debug"),
+                                ("--seed", 1, "0"), ("--data", corpus[1], str(corpus[0]))):
+        refused = invoke("train", "-o", run, "--resume", "--steps", 9, flag, value)
+        assert refused.exit_code == 2, (flag, refused.output)
+        assert f"{flag} " in refused.output and f"(the run has {stored}" in refused.output.replace("['", "")
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4, 5, 6]  # nothing ran
+
+    longer = invoke("train", "-o", run, "--resume", "--steps", 9, "--checkpoint-every", 0, "--batch-size", 2)
+    assert longer.exit_code == 0, longer.output
+    assert f"resuming {run} from step 6 of 9" in longer.stderr
+    assert "applied on resume: --steps 9 (the run had 6)" in longer.stderr
+    assert "--checkpoint-every 0 (the run had 3)" in longer.stderr and "--batch-size" not in longer.stderr
+    assert [r["step"] for r in metrics(run)] == list(range(1, 10)) and "eval" in metrics(run)[-1]
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["train"]["steps"] == 9 and recorded["train"]["checkpoint_every"] == 0
+    assert recorded["resumes"] == [{"step": 6, "changed": {"steps": [6, 9], "checkpoint_every": [3, 0]}}]
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000009"

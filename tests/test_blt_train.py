@@ -9,7 +9,8 @@ import torch.multiprocessing as mp
 from bltdata.blt.config import BLTConfig, debug
 from bltdata.blt.distributed import Runtime
 from bltdata.blt.synthetic import InMemoryBatches, static_patches
-from bltdata.blt.train import TrainConfig, lr_at, train
+from bltdata.blt.runs import BltTrainConfig
+from bltdata.blt.train import train
 from bltdata.patching import PatcherConfig, patch_lengths
 
 TINY = BLTConfig(dim_local=32, n_heads_local=2, n_heads_cross=2, dim_global=64, n_heads_global=2,
@@ -27,8 +28,8 @@ def text_docs(count: int, seed: int = 0) -> list[tuple[bytes, list[int]]]:
 
 
 def run_records(tmp_path, name, steps=6, batch_size=2, rt=Runtime(), crash_at=None, resume=False, **kw):
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, seq_len=33, lr=1e-2, warmup_steps=2,
-                      checkpoint_every=3, **kw)
+    cfg = BltTrainConfig(steps=steps, batch_size=batch_size, seq_len=33, lr=1e-2, warmup_steps=2,
+                         checkpoint_every=3, **kw)
     source = InMemoryBatches(text_docs(40), 33, batch_size, rank=rt.rank, world_size=rt.world_size)
 
     def on_step(record):
@@ -42,14 +43,14 @@ def run_records(tmp_path, name, steps=6, batch_size=2, rt=Runtime(), crash_at=No
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
-    assert lr_at(55, cfg) == pytest.approx(0.55)
-    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
-    rates = [lr_at(s, cfg) for s in range(10, 100)]
+    lr_at = BltTrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1).schedule().lr_at
+    assert lr_at(0) == pytest.approx(0.1) and lr_at(9) == pytest.approx(1.0)
+    assert lr_at(55) == pytest.approx(0.55)
+    assert lr_at(99) == pytest.approx(0.1, abs=1e-3)
+    rates = [lr_at(s) for s in range(10, 100)]
     assert len(rates) == 90 and all(a >= b for a, b in zip(rates, rates[1:]))
     with pytest.raises(ValueError, match="lr > 0"):
-        TrainConfig(lr=0)
+        BltTrainConfig(lr=0)
 
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(tmp_path):
@@ -99,9 +100,23 @@ def corpus_split(max_bytes: int):
 @pytest.mark.slow
 def test_debug_preset_learns_well_below_uniform_bpb(tmp_path):
     train_docs, held_out = corpus_split(400_000)
-    cfg = TrainConfig(steps=200, batch_size=8, seq_len=257, lr=3e-3, warmup_steps=20)
+    cfg = BltTrainConfig(steps=200, batch_size=8, seq_len=257, lr=3e-3, warmup_steps=20)
     held = lambda: InMemoryBatches(held_out, 257, 8, shuffle=False)  # noqa: E731
     records = train(debug(), cfg, InMemoryBatches(train_docs, 257, 8), tmp_path / "run", eval_data=held)
     final = records[-1]["eval"]["bpb"]
     # uniform over 256 bytes is 8 bits; measured 2.19 (after 50 steps: 3.36, 100: 2.60, 150: 2.26)
     assert final < 2.5, final
+
+
+def test_resume_extends_steps_and_refuses_another_batch_size(tmp_path):
+    from bltdata.runs import ResumeConflict
+
+    full = run_records(tmp_path, "long", steps=8)
+    assert [r["step"] for r in run_records(tmp_path, "run", steps=6)] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ResumeConflict, match="batch_size 3"):
+        run_records(tmp_path, "run", steps=8, batch_size=3, resume=True)
+    resumed = run_records(tmp_path, "run", steps=8, resume=True)
+    assert [r["step"] for r in resumed] == [7, 8]
+    assert resumed[-1]["lr"] == full[-1]["lr"]  # the schedule now ends at step 8
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["train"]["steps"] == 8 and run["resumes"] == [{"step": 6, "changed": {"steps": [6, 8]}}]

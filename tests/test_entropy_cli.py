@@ -88,12 +88,17 @@ def test_train_command_writes_a_resumable_model(tmp_path, corpus):
     assert log["command"].startswith("bltdata entropy train ") and "--steps 4" in log["command"]
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "checkpoints", "training.json"}
     assert (out / "checkpoints" / "step_00000004" / "train_state.pt").is_file()
-    result = invoke(*[a if a != "4" else "6" for a in args], "--resume")
+    longer = list(args)
+    longer[longer.index("--steps") + 1] = "6"  # only --steps changes: the batch size is the run's shape
+    result = invoke(*longer, "--resume")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.stderr and "from step 4" in result.stderr
-    assert json.loads((out / "training.json").read_text())["step"] == 6
+    assert "applied on resume: --steps 6 (the run had 4)" in result.stderr
+    log = json.loads((out / "training.json").read_text())
+    assert log["step"] == 6 and log["config"]["steps"] == 6 and "--steps 6" in log["command"]
+    assert log["resumes"] == [{"step": 4, "changed": {"steps": [4, 6]}}]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest", "step_00000006"]
-    finished = invoke(*[a if a != "4" else "6" for a in args], "--resume")
+    finished = invoke(*longer, "--resume")
     assert finished.exit_code == 1 and "already trained 6 steps" in finished.output
 
 
@@ -215,3 +220,41 @@ def test_a_freshly_trained_model_patches_near_its_calibrated_mean_patch(tmp_path
     record_threshold(model, meta["recommended_threshold"], 20.0, "a θ recorded for other data")
     off = invoke("patch", fresh, "-o", str(tmp_path / "shards2"), "--model", str(model), "--no-progress")
     assert off.exit_code == 0 and "WARNING" in off.output and "far from the 20 bytes" in off.output
+
+
+def test_show_preset_and_the_resolved_run_in_training_json(tmp_path, corpus):
+    shown = invoke("entropy", "train", "--show-preset", "paper-100m", "--steps", "50")
+    assert shown.exit_code == 0, shown.output
+    run = json.loads(shown.output)
+    assert run["preset"] == "paper-100m" and run["model"]["dim"] == 768
+    assert run["train"]["seq_len"] == 8192 and run["train"]["steps"] == 50 and run["train"]["warmup_steps"] == 5
+    assert run["train"]["batch_size"] == 16 and run["train"]["eval_every"] == 200  # the preset's
+    assert "--show-preset" in invoke("entropy", "train", "--help").output
+
+    out = tmp_path / "m"
+    args = ["entropy", "train", corpus, "-o", str(out), "--preset", "tiny", "--steps", "2", "--batch-size", "2",
+            "--eval-every", "2", "--eval-bytes", "1024"]
+    assert invoke(*args).exit_code == 0
+    config = json.loads((out / "training.json").read_text())["config"]
+    assert config["preset"] == "tiny" and config["batch_size"] == 2 and config["steps"] == 2  # given
+    assert config["seq_len"] == 256 and config["warmup_steps"] == 0 and config["lr"] == 3e-3  # resolved from tiny
+
+    for extra, flag, stored in ((["--batch-size", "3"], "--batch-size 3", "2"), (["--preset", "small"],
+                                "--preset small", "tiny"), (["--seed", "7"], "--seed 7", "0")):
+        refused = invoke("entropy", "train", "-o", str(out), "--resume", "--steps", "4", *extra)
+        assert refused.exit_code == 2, refused.output
+        assert f"{flag} (the run has {stored})" in refused.output
+    other_corpus = invoke("entropy", "train", "default", "-o", str(out), "--resume", "--steps", "4")
+    assert other_corpus.exit_code == 2 and "INPUT... ['default']" in other_corpus.output
+    assert json.loads((out / "training.json").read_text())["step"] == 2  # nothing ran
+    longer = invoke("entropy", "train", "-o", str(out), "--resume", "--steps", "4")  # INPUT... from the run
+    assert longer.exit_code == 0, longer.output
+    assert json.loads((out / "training.json").read_text())["step"] == 4
+
+
+def test_the_cli_preset_names_are_the_run_presets():
+    from bltdata.cli.entropy import PRESET_NAMES
+    from bltdata.entropy.model import PRESETS as MODEL_PRESETS
+    from bltdata.entropy.runs import PRESETS
+
+    assert PRESET_NAMES == tuple(PRESETS) == tuple(MODEL_PRESETS)

@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from bltdata.entropy.model import EntropyModel, tiny
+from bltdata.entropy.runs import EntropyTrainConfig
 from bltdata.entropy.train import (
     PackedStream,
-    TrainConfig,
     evaluate_bpb,
-    learning_rate,
     load_documents,
     split_heldout,
     train_entropy_model,
@@ -34,7 +33,7 @@ def _corpus(tmp_path, n_docs=120, seed=0):
 def _config(tmp_path, corpus, **kw):
     settings = dict(inputs=[str(corpus)], out_dir=str(tmp_path / "model"), preset="tiny", steps=40,
                     seq_len=128, batch_size=8, lr=1e-2, eval_every=20, eval_bytes=4096, heldout_percent=10.0)
-    return TrainConfig(**{**settings, **kw})
+    return EntropyTrainConfig(**{**settings, **kw})
 
 
 def test_load_documents_and_split(tmp_path):
@@ -95,7 +94,7 @@ def test_packed_stream_windows(tmp_path):
 
 def test_learning_rate_schedule(tmp_path):
     config = _config(tmp_path, "x", steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
-    rates = [learning_rate(s, config) for s in range(100)]
+    rates = [config.schedule().lr_at(s) for s in range(100)]
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(rates[9:], rates[10:]))
     assert rates[-1] == pytest.approx(0.1, abs=1e-3)
@@ -161,3 +160,16 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError):
         _config(tmp_path, "x", heldout_percent=0)
     assert math.isclose(_config(tmp_path, "x", steps=50).warmup, 5)
+
+
+def test_resume_applies_steps_and_refuses_another_batch_size(tmp_path):
+    from bltdata.runs import ResumeConflict
+
+    corpus = _corpus(tmp_path, n_docs=20)
+    train_entropy_model(_config(tmp_path, corpus, steps=2, eval_every=2))
+    with pytest.raises(ResumeConflict, match="batch_size 4"):
+        train_entropy_model(_config(tmp_path, corpus, steps=4, eval_every=2, batch_size=4), resume=True)
+    result = train_entropy_model(_config(tmp_path, corpus, steps=4, eval_every=2), resume=True)
+    log = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert result["step"] == 4 and log["config"]["steps"] == 4 and log["config"]["warmup_steps"] == 0
+    assert log["resumes"] == [{"step": 2, "changed": {"steps": [2, 4]}}]

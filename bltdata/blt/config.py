@@ -2,7 +2,8 @@
 
 Configs hold architecture only (no device, rank or data paths); each is validated in
 ``__post_init__`` and round-trips through ``to_dict``/``from_dict`` (JSON in a run
-directory). Presets are plain functions returning a config, listed in ``PRESETS``.
+directory). The model shapes of the presets are plain functions returning a config, listed in
+``PRESETS``; the run presets (shape + training settings) are in `runs.py`.
 """
 from __future__ import annotations
 

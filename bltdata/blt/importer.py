@@ -183,7 +183,7 @@ def write_run(out_dir: str | os.PathLike, config: BLTConfig, state: dict, patchi
               imported_from: dict) -> Path:
     """A run directory holding one checkpoint (step 0) that `bltdata eval` / `generate` can read."""
     from bltdata.blt.checkpoint import CHECKPOINTS, RUN_FILE, step_name
-    from bltdata.blt.train import TrainConfig
+    from bltdata.blt.runs import BltTrainConfig
 
     out = Path(out_dir)
     model = BLT(config)
@@ -195,7 +195,7 @@ def write_run(out_dir: str | os.PathLike, config: BLTConfig, state: dict, patchi
     if entropy_model is not None:
 
         save_checkpoint(entropy_model, out / ENTROPY_DIR, name=f"{imported_from['path']}:patcher")
-    train = asdict(TrainConfig(seq_len=min(config.max_seqlen, 8192)))
+    train = asdict(BltTrainConfig(seq_len=min(config.max_seqlen, 8192)))
     run = {"model": config.to_dict(), "train": train, "imported_from": imported_from,
            "data": {"sources": [], "patcher": patching},
            "entropy_model": ENTROPY_DIR if entropy_model is not None else None}

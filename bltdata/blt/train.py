@@ -3,7 +3,7 @@
 ``train`` runs on one process or under ``torchrun`` (the caller initialises the process
 group and passes ``Runtime(rank, world_size, device)``); with world_size > 1 the model is
 wrapped in DDP, or sharded with FSDP2 ``fully_shard`` per transformer block when
-``TrainConfig.sharding == "fsdp"``. Each rank reads its own loader (built by the caller
+``BltTrainConfig.sharding == "fsdp"``. Each rank reads its own loader (built by the caller
 for its rank), so the global batch is ``batch_size × world_size`` rows.
 
 The loss of a step is the mean cross-entropy over all counted targets of the *global*
@@ -15,7 +15,9 @@ wall time, at the last step, and when ``should_stop()`` turns true (the CLI sets
 SIGINT/SIGTERM): then the loop saves and raises :class:`bltdata.interrupt.TrainingInterrupted`.
 Exact resume: a checkpoint holds model, optimizer, step (the schedule is a function of
 it), every rank's RNG states and every rank's loader state; on CPU a resumed run
-reproduces the uninterrupted loss curve bit for bit. Progress goes to ``on_step``
+reproduces the uninterrupted loss curve bit for bit. A resume may change only the settings
+of ``RESUME_APPLIES`` (more steps, cadences, sharding; ``run.json`` then records them and
+when), any other differing setting is refused (`bltdata.runs`). Progress goes to ``on_step``
 callbacks (the CLI draws the progress bar) and to ``metrics.jsonl``.
 """
 from __future__ import annotations
@@ -24,13 +26,12 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Protocol
 
 import torch
 
-from bltdata import fs
+from bltdata import fs, runs
 from bltdata.blt import checkpoint as ckpt
 from bltdata.blt.distributed import Runtime, all_reduce_sum, autocast
 from bltdata.blt.evaluate import evaluate
@@ -38,10 +39,11 @@ from bltdata.blt.flops import flops_per_byte
 from bltdata.blt.layers import TransformerBlock
 from bltdata.blt.loss import forward_sums, split_batch, target_mask
 from bltdata.blt.model import build_model, count_parameters
+from bltdata.blt.runs import RESUME_APPLIES, BltTrainConfig
 from bltdata.interrupt import CheckpointClock, TrainingInterrupted
+from bltdata.optim import adamw, set_lr
 
 log = logging.getLogger(__name__)
-SHARDINGS = ("ddp", "fsdp")
 
 
 class BatchSource(Protocol):
@@ -52,63 +54,7 @@ class BatchSource(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-@dataclass
-class TrainConfig:
-    steps: int = 200
-    batch_size: int = 8  # rows per rank per step
-    seq_len: int = 512  # tokens per row; the model reads seq_len - 1 of them
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 0  # 0: evaluate only at the end (when eval data is given)
-    eval_batches: int = 8
-    checkpoint_every: int = 100  # steps between checkpoints (0: none by steps); the last step always saves
-    checkpoint_minutes: float = 10.0  # wall minutes between checkpoints (0: none by time)
-    log_every: int = 1
-    seed: int = 0
-    sharding: str = "ddp"
-
-    def __post_init__(self):
-        checks = {
-            "steps >= 1": self.steps >= 1, "batch_size >= 1": self.batch_size >= 1,
-            "seq_len >= 2": self.seq_len >= 2, "lr > 0": self.lr > 0,
-            "0 <= min_lr_ratio <= 1": 0 <= self.min_lr_ratio <= 1, "warmup_steps >= 0": self.warmup_steps >= 0,
-            "grad_clip >= 0": self.grad_clip >= 0, "eval_every >= 0": self.eval_every >= 0,
-            "checkpoint_every >= 0": self.checkpoint_every >= 0,
-            "checkpoint_minutes >= 0": self.checkpoint_minutes >= 0, "log_every >= 1": self.log_every >= 1,
-            f"sharding in {SHARDINGS}": self.sharding in SHARDINGS,
-        }
-        failed = [name for name, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError(f"invalid TrainConfig: need {', '.join(failed)}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of (0-based) step: linear warmup, then cosine down to min_lr_ratio·lr."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on matrices except embedding tables."""
-    embedding_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.dim() >= 2 and id(p) not in embedding_params else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=False)
-
-
-def wrap_model(model: torch.nn.Module, cfg: TrainConfig, rt: Runtime) -> torch.nn.Module:
+def wrap_model(model: torch.nn.Module, cfg: BltTrainConfig, rt: Runtime) -> torch.nn.Module:
     """DDP or FSDP2 for world_size > 1; the model unchanged otherwise."""
     if rt.world_size == 1:
         return model
@@ -125,13 +71,13 @@ def wrap_model(model: torch.nn.Module, cfg: TrainConfig, rt: Runtime) -> torch.n
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def train_step(model, optimizer, batch: dict, step: int, cfg: TrainConfig, rt: Runtime) -> dict:
+def train_step(model, optimizer, batch: dict, step: int, cfg: BltTrainConfig, rt: Runtime) -> dict:
     """One optimizer step on this rank's rows; returns global metrics of the step."""
     inputs = split_batch(batch, rt.device)
     local_counts = [float(target_mask(inputs.targets).sum()), float((inputs.patch_lengths > 0).sum())]
     count, patches = all_reduce_sum(local_counts, rt)
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
+    lr = cfg.schedule().lr_at(step)
+    set_lr(optimizer, lr)
     with autocast(rt.device):
         nats, _ = forward_sums(model, inputs)
     (nats * (rt.world_size / max(count, 1.0))).backward()
@@ -140,7 +86,7 @@ def train_step(model, optimizer, batch: dict, step: int, cfg: TrainConfig, rt: R
     optimizer.zero_grad(set_to_none=True)
     (total_nats,) = all_reduce_sum([float(nats.detach())], rt)
     loss = total_nats / max(count, 1.0)
-    return {"step": step + 1, "loss": loss, "bpb": loss / math.log(2), "lr": lr_at(step, cfg),
+    return {"step": step + 1, "loss": loss, "bpb": loss / math.log(2), "lr": lr,
             "grad_norm": float(grad_norm), "bytes": int(count), "patches": int(patches)}
 
 
@@ -163,7 +109,8 @@ class MetricsLog:
             fs.write_text_atomic(str(self.path), "".join(line + "\n" for line in lines))
 
 
-def write_run_file(run_dir: Path, model_config, cfg: TrainConfig, data: dict, rt: Runtime) -> None:
+def write_run_file(run_dir: Path, model_config, cfg: BltTrainConfig, data: dict, rt: Runtime,
+                   preset: str | None = None) -> None:
     """Start a run directory (refusing one that already holds a run)."""
     if (run_dir / ckpt.RUN_FILE).exists():
         raise FileExistsError(f"{run_dir}: already holds a training run; resume it or choose another directory")
@@ -171,10 +118,27 @@ def write_run_file(run_dir: Path, model_config, cfg: TrainConfig, data: dict, rt
         torch.distributed.barrier()  # every rank has checked before rank 0 writes
     if rt.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"model": model_config.to_dict(), "train": cfg.to_dict(), "data": data}
+        record = {"preset": preset, "model": model_config.to_dict(), "train": cfg.to_dict(), "data": data}
         fs.write_json_atomic(str(run_dir / ckpt.RUN_FILE), record)
     if rt.world_size > 1:
         torch.distributed.barrier()
+
+
+def resume_changes(run_dir: Path, cfg: BltTrainConfig) -> dict:
+    """{setting: (stored, new)} of ``cfg`` against the run's ``run.json``; ResumeConflict (a
+    ValueError) when a setting outside ``RESUME_APPLIES`` differs from the stored one."""
+    stored = BltTrainConfig(**ckpt.read_run(run_dir)["train"])
+    return runs.resume_with(stored, cfg.to_dict(), RESUME_APPLIES)[1]
+
+
+def record_resume(run_dir: Path, cfg: BltTrainConfig, step: int, changed: dict) -> None:
+    """Rewrite ``run.json`` with the settings a resume changed, and append what changed at which step."""
+    run = ckpt.read_run(run_dir)
+    run["train"] = cfg.to_dict()
+    run.setdefault("resumes", []).append({"step": step, "changed": {k: list(v) for k, v in changed.items()}})
+    fs.write_json_atomic(str(run_dir / ckpt.RUN_FILE), run)
+    log.info("%s: resumed at step %d with %s", run_dir, step,
+             ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
 
 
 def _resume(run_dir: Path, model, optimizer, train_data: BatchSource, rt: Runtime) -> int:
@@ -202,29 +166,35 @@ def _save(run_dir: Path, step: int, model, optimizer, train_data: BatchSource, r
     return ckpt.save_checkpoint(run_dir, step, model, optimizer, {"step": step}, rank_state, rt.rank, rt.world_size)
 
 
-def train(model_config, cfg: TrainConfig, train_data: BatchSource, run_dir: str | Path, rt: Runtime = Runtime(),
+def train(model_config, cfg: BltTrainConfig, train_data: BatchSource, run_dir: str | Path, rt: Runtime = Runtime(),
           *, eval_data: Callable[[], Iterable[dict]] | None = None, resume: bool = False,
           on_step: Callable[[dict], None] | None = None, data_info: dict | None = None,
-          mean_patch: float = 4.5, should_stop: Callable[[], bool] | None = None) -> list[dict]:
+          mean_patch: float = 4.5, should_stop: Callable[[], bool] | None = None,
+          preset: str | None = None) -> list[dict]:
     """Train for ``cfg.steps`` steps (continuing a saved run with ``resume``); returns the logged records.
 
     ``eval_data`` makes a fresh iterable of this rank's held-out batches each time it is
     called; ``on_step`` receives every step's metrics (on every rank). When ``should_stop()``
     is true on any rank after a step, every rank saves a checkpoint and raises
-    ``TrainingInterrupted``. Resuming a finished run raises ValueError.
+    ``TrainingInterrupted``. ``preset`` (the run preset's name) is recorded in ``run.json``. Resuming a finished run raises ValueError, and so does resuming
+    with a setting outside ``RESUME_APPLIES`` changed (``bltdata.runs.ResumeConflict``).
     """
     run_dir = Path(run_dir)
-    if not resume:
-        write_run_file(run_dir, model_config, cfg, data_info or {}, rt)
+    if resume:
+        changed = resume_changes(run_dir, cfg)
+    else:
+        write_run_file(run_dir, model_config, cfg, data_info or {}, rt, preset)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = wrap_model(build_model(model_config).to(rt.device), cfg, rt)
-    optimizer = make_optimizer(model, cfg)
+    optimizer = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
     log.info("%s", describe_model(model_config, cfg.seq_len, mean_patch))
     torch.manual_seed(cfg.seed + 1 + rt.rank)  # per-rank stream (replaced by the saved one on resume)
     start = _resume(run_dir, model, optimizer, train_data, rt) if resume else 0
     if start >= cfg.steps:
         raise ValueError(f"{run_dir}: the run is already finished (step {start} of {cfg.steps}); nothing to resume "
-                         f"(--resume keeps the run's settings, --steps included: train longer in a new run)")
+                         f"(pass a larger --steps to train longer)")
+    if resume and changed and rt.rank == 0:
+        record_resume(run_dir, cfg, start, changed)
     metrics, records = MetricsLog(run_dir, rt.rank == 0), []
     metrics.truncate(start)
     clock, batches = CheckpointClock(cfg.checkpoint_every, cfg.checkpoint_minutes), iter(train_data)

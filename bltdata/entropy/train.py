@@ -10,7 +10,7 @@ generator, so runs are reproducible and resumable) and trains with attention mas
 each document (positions restart at every document), matching how documents are scored.
 
 AdamW (no decay on norms and embeddings), linear warmup then cosine decay to
-``min_lr_ratio · lr``, gradient clipping, bf16 autocast on CUDA. Every ``eval_every``
+``min_lr_ratio · lr`` (both from `bltdata.optim`), gradient clipping, bf16 autocast on CUDA. Every ``eval_every``
 steps the held-out bits per byte are measured exactly as the engine scores documents
 (Σ NLL over bytes and EOS / ln 2 / positions). The output directory holds::
 
@@ -25,6 +25,9 @@ The resumable checkpoint is written every ``eval_every`` steps, every
 (the CLI sets it on SIGINT/SIGTERM; the loop then raises ``TrainingInterrupted``). At the
 end θ is calibrated on held-out documents with the best model so that the mean patch is
 ``target_patch_size`` bytes, and stored in its ``config.json`` (``recommended_threshold``).
+A resume takes the settings saved in ``training.json``; only those of ``RESUME_APPLIES``
+(more steps, cadences, θ target) may differ, and ``training.json`` lists each change
+under ``resumes``; any other differing setting raises ``bltdata.runs.ResumeConflict``.
 """
 from __future__ import annotations
 
@@ -49,7 +52,10 @@ from bltdata.interrupt import CheckpointClock, TrainingInterrupted
 from bltdata.fs import write_json_atomic
 from bltdata.entropy.engine import EntropyEngine
 from bltdata.entropy.model import EntropyModel, preset as preset_config
+from bltdata.entropy.runs import RESUME_APPLIES, EntropyTrainConfig
 from bltdata.ids import BOS_ID, EOS_ID, OFFSET
+from bltdata.optim import adamw, set_lr
+from bltdata.runs import resume_with
 
 logger = logging.getLogger(__name__)
 
@@ -57,46 +63,6 @@ TRAIN_STATE_FILE = "train_state.pt"
 TRAINING_LOG_FILE = "training.json"
 CHECKPOINTS = "checkpoints"
 CALIBRATION_BYTES = 1 << 20  # held-out bytes θ is calibrated on at the end
-
-
-@dataclass
-class TrainConfig:
-    """Settings of a training run (saved in ``training.json``; ``--resume`` reuses the model shape)."""
-
-    inputs: list[str]
-    out_dir: str
-    preset: str = "small"
-    steps: int = 1000
-    seq_len: int | None = None       # default: the preset's max_seqlen
-    batch_size: int = 16
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None  # default: min(200, steps // 10)
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    eval_bytes: int = 131072         # held-out bytes scored per evaluation
-    heldout_percent: float = 2.0     # share of corpus bytes held out (documents by content hash)
-    heldout_min_docs: int = 16       # ... and at least this many documents (fewer only in tiny corpora)
-    checkpoint_minutes: float = 10.0  # wall minutes between resumable checkpoints (0: only at evaluations)
-    target_patch_size: float = 4.5   # mean patch θ is calibrated for at the end (on held-out documents)
-    max_bytes: int | None = None     # cap on the corpus read
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("steps, batch_size and eval_every must be >= 1")
-        if not 0 < self.heldout_percent < 100:
-            raise ValueError(f"heldout_percent must be in (0, 100), got {self.heldout_percent}")
-        if self.heldout_min_docs < 1 or self.checkpoint_minutes < 0 or self.target_patch_size < 1:
-            raise ValueError("heldout_min_docs must be >= 1, checkpoint_minutes >= 0, target_patch_size >= 1")
-        if not (self.lr > 0 and 0 <= self.min_lr_ratio <= 1):
-            raise ValueError("lr must be > 0 and min_lr_ratio in [0, 1]")
-        preset_config(self.preset)  # fails early on an unknown preset
-
-    @property
-    def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else min(200, self.steps // 10)
 
 
 # --- corpus ------------------------------------------------------------------------------
@@ -186,22 +152,6 @@ class PackedStream:
 
 # --- optimisation --------------------------------------------------------------------------
 
-def learning_rate(step: int, config: TrainConfig) -> float:
-    """Linear warmup over ``warmup`` steps, then cosine decay to ``min_lr_ratio · lr``."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
-    floor = config.min_lr_ratio
-    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def make_optimizer(model: EntropyModel, config: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and not n.startswith("embed")]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or n.startswith("embed")]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), eps=1e-8)
-
-
 def evaluate_bpb(model: EntropyModel, heldout: Sequence[bytes], *, device="cpu", max_bytes: int = 131072) -> float:
     """Held-out bits per byte: Σ NLL (bytes and EOS) / ln 2 / positions, documents scored alone.
 
@@ -233,7 +183,7 @@ def evaluate_bpb(model: EntropyModel, heldout: Sequence[bytes], *, device="cpu",
 class TrainRun:
     """Everything a step needs; rebuilt from ``train_state.pt`` on resume."""
 
-    config: TrainConfig
+    config: EntropyTrainConfig
     model: EntropyModel
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
@@ -241,9 +191,10 @@ class TrainRun:
     history: list = field(default_factory=list)
     seconds: float = 0.0      # wall and process CPU time of the runs before this one (resume)
     cpu_seconds: float = 0.0
+    resumes: list = field(default_factory=list)  # {"step", "changed"} of each resume that changed settings
 
 
-def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: bool = False,
+def train_entropy_model(config: EntropyTrainConfig, *, device: str = "cpu", resume: bool = False,
                         on_step: Callable[[int, dict], None] | None = None, command: str | None = None,
                         should_stop: Callable[[], bool] | None = None) -> dict:
     """Train (or resume) and checkpoint into ``config.out_dir``; returns the final metrics.
@@ -252,10 +203,13 @@ def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: boo
     and bpb after an evaluation) — the CLI draws its progress bar from it. Returns step,
     the last and the best held-out BPB (best_step) and the calibrated θ (``threshold``).
     """
+    if not config.inputs or not config.out_dir:
+        raise ValueError(f"a training run needs inputs and an out_dir (got {config.inputs!r}, {config.out_dir!r})")
+    run = _resume_run(config, device) if resume else _new_run(config.resolved(), device)
+    config = run.config  # on resume: the saved settings with the applicable ones replaced
     docs = load_documents(config.inputs, max_bytes=config.max_bytes)
     train_docs, heldout = split_heldout(docs, config.heldout_percent, config.heldout_min_docs)
     stream = PackedStream(train_docs)
-    run = _resume_run(config, device) if resume else _new_run(config, device)
     seq_len = config.seq_len or run.model.config.max_seqlen
     corpus = {"documents": len(docs), "train_tokens": len(stream), "heldout_documents": len(heldout),
               "heldout_bytes": sum(len(d) for d in heldout)}
@@ -273,7 +227,7 @@ def train_entropy_model(config: TrainConfig, *, device: str = "cpu", resume: boo
         loss = _train_step(run, stream, seq_len, device)
         run.step += 1
         tokens_seen += config.batch_size * seq_len
-        metrics = {"loss": loss, "lr": learning_rate(run.step - 1, config),
+        metrics = {"loss": loss, "lr": config.schedule().lr_at(run.step - 1),
                    "bytes_per_s": tokens_seen / (time.perf_counter() - started)}
         if run.step % config.eval_every == 0 or run.step == config.steps:
             metrics["bpb"] = evaluate_bpb(run.model, heldout, device=device, max_bytes=config.eval_bytes)
@@ -308,7 +262,7 @@ def _keep_if_best(run: TrainRun, loss: float, bpb: float) -> None:
         logger.info("step %d: best held-out %.4f bits/byte so far, saved to %s", run.step, bpb, run.config.out_dir)
 
 
-def _calibrate_best(config: TrainConfig, heldout: Sequence[bytes], device: str) -> dict | None:
+def _calibrate_best(config: EntropyTrainConfig, heldout: Sequence[bytes], device: str) -> dict | None:
     """θ of the best model for ``target_patch_size`` on held-out documents, recorded in its config.json."""
     from bltdata.entropy.calibrate import calibrate_from_documents
     from bltdata.entropy.checkpoint import load_checkpoint
@@ -329,8 +283,7 @@ def _calibrate_best(config: TrainConfig, heldout: Sequence[bytes], device: str) 
 
 def _train_step(run: TrainRun, stream: PackedStream, seq_len: int, device: str) -> float:
     inputs, targets, doc_ids = (t.to(device) for t in stream.sample(run.config.batch_size, seq_len, run.generator))
-    for group in run.optimizer.param_groups:
-        group["lr"] = learning_rate(run.step, run.config)
+    set_lr(run.optimizer, run.config.schedule().lr_at(run.step))
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
         logits = run.model(inputs, doc_ids=doc_ids)
     loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100)
@@ -341,13 +294,13 @@ def _train_step(run: TrainRun, stream: PackedStream, seq_len: int, device: str) 
     return loss.item()
 
 
-def _new_run(config: TrainConfig, device: str) -> TrainRun:
+def _new_run(config: EntropyTrainConfig, device: str) -> TrainRun:
     torch.manual_seed(config.seed)
     model = EntropyModel(preset_config(config.preset))
     model.reset_parameters(seed=config.seed)
     model.to(device).train()
     generator = torch.Generator().manual_seed(config.seed)
-    return TrainRun(config, model, make_optimizer(model, config), generator)
+    return TrainRun(config, model, adamw(model, lr=config.lr, weight_decay=config.weight_decay), generator)
 
 
 def resume_point(out_dir: str | os.PathLike) -> Path:
@@ -366,7 +319,7 @@ def resume_point(out_dir: str | os.PathLike) -> Path:
                             f"checkpointed here yet)")
 
 
-def _resume_run(config: TrainConfig, device: str) -> TrainRun:
+def _resume_run(config: EntropyTrainConfig, device: str) -> TrainRun:
     from bltdata.entropy.checkpoint import load_checkpoint, read_config
 
     path = resume_point(config.out_dir)
@@ -374,11 +327,12 @@ def _resume_run(config: TrainConfig, device: str) -> TrainRun:
     if saved_preset != config.preset:
         raise ValueError(f"{path}: checkpoint is preset {saved_preset!r}, asked to train {config.preset!r}")
     state = torch.load(path / TRAIN_STATE_FILE, map_location="cpu", weights_only=True)
+    config, resumes = _resumed_config(config, int(state["step"]))
     if int(state["step"]) >= config.steps:
         raise ValueError(f"{config.out_dir}: already trained {int(state['step'])} steps (--steps {config.steps}); "
                          f"nothing to do: pass a larger --steps to train longer")
     model = load_checkpoint(path, device=device).train()
-    optimizer = make_optimizer(model, config)
+    optimizer = adamw(model, lr=config.lr, weight_decay=config.weight_decay)
     optimizer.load_state_dict(state["optimizer"])
     generator = torch.Generator()
     generator.set_state(state["generator"])
@@ -386,7 +340,25 @@ def _resume_run(config: TrainConfig, device: str) -> TrainRun:
     history = json.loads(state["history"])
     logger.info("resuming %s at step %d", path, int(state["step"]))
     return TrainRun(config, model, optimizer, generator, int(state["step"]), history,
-                    float(state.get("seconds", 0.0)), float(state.get("cpu_seconds", 0.0)))
+                    float(state.get("seconds", 0.0)), float(state.get("cpu_seconds", 0.0)), resumes)
+
+
+def _resumed_config(config: EntropyTrainConfig, step: int) -> tuple[EntropyTrainConfig, list]:
+    """The saved settings (``training.json``) with those of ``RESUME_APPLIES`` that ``config`` changes;
+    ResumeConflict (a ValueError) when it changes another. Also the run's list of resumes, this one added."""
+    log_path = Path(config.out_dir) / TRAINING_LOG_FILE
+    try:
+        saved = json.loads(log_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{log_path}: missing; the run's settings are unknown, cannot resume") from None
+    stored = EntropyTrainConfig(**{**saved["config"], "out_dir": config.out_dir}).resolved()  # moved: same run
+    merged, changed = resume_with(stored, dataclasses.asdict(config), RESUME_APPLIES)
+    resumes = list(saved.get("resumes", []))
+    if changed:
+        resumes.append({"step": step, "changed": {k: list(v) for k, v in changed.items()}})
+        logger.info("%s: resumed at step %d with %s", config.out_dir, step,
+                    ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
+    return merged, resumes
 
 
 def _save_run(run: TrainRun, command: str | None, corpus: dict, timing: dict) -> Path:
@@ -417,6 +389,8 @@ def _write_log(run: TrainRun, command: str | None, corpus: dict, timing: dict, t
            "heldout_bpb": run.history[-1]["heldout_bpb"] if run.history else None,
            "best": {"step": best["step"], "heldout_bpb": best["heldout_bpb"]}, "corpus": corpus,
            "history": run.history, **timing, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if run.resumes:
+        log["resumes"] = run.resumes
     if threshold is not None:
         log["threshold"] = threshold
     write_json_atomic(str(Path(run.config.out_dir) / TRAINING_LOG_FILE), log)
