@@ -112,13 +112,6 @@ def test_plot_entropies_and_histogram(shards_dir, tmp_path):
     assert invoke("plot", shards_dir, "--hist", "--row", 1, "-o", tmp_path / "x.png").exit_code == 2
 
 
-def test_patch_modes_match_library():
-    from bltdata.cli.tools import PATCH_MODES
-    from bltdata.patching import MODES
-
-    assert PATCH_MODES == MODES
-
-
 def all_commands(group: click.Group, prefix=()):
     for name, command in group.commands.items():
         yield prefix + (name,), command

@@ -27,11 +27,11 @@ from bltdata.blt.model import BLT
 from bltdata.entropy.checkpoint import import_reference as import_entropy, load_checkpoint, save_checkpoint
 from bltdata.entropy.hf import from_hf_patcher, prefix_patcher_state, split_patcher_state, to_hf_patcher
 from bltdata.entropy.model import EntropyModel
+from bltdata.patch_config import DEFAULT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
 ENTROPY_DIR = "entropy_model"
-DEFAULT_THRESHOLD = 1.335442066192627
 
 
 def _sub(config: dict, name: str, source: str) -> dict:
