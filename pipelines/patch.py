@@ -408,13 +408,19 @@ def record_totals(prepared: PreparedJob) -> dict[str, int]:
     return totals
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRun]:
-    """Split the project's flags (`PatchJob`, `PatchRun`) from Beam's (everything unknown goes to
-    PipelineOptions); --threads left out is resolved as `bltdata patch` resolves it."""
+def argument_parser() -> argparse.ArgumentParser:
+    """The project's flags: the fields of `PatchJob` and `PatchRun`, as `bltdata patch` has them."""
     parser = argparse.ArgumentParser(prog="python -m bltdata.pipelines.patch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, PatchJob)
     add_arguments(parser, PatchRun)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRun]:
+    """Split the project's flags from Beam's (everything unknown goes to PipelineOptions);
+    --threads left out is resolved as `bltdata patch` resolves it."""
+    parser = argument_parser()
     known, beam_args = parser.parse_known_args(argv)
     try:
         run = PatchRun(**values_of(PatchRun, vars(known)))
