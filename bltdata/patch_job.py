@@ -54,7 +54,8 @@ class PatchJob:
                                     "input order) that --target-patch-size calibrates θ on.")
     device: str = option("auto", choices=DEVICES, help="Where the entropy model runs.")
     threads: int | None = option(None, min=1, help="torch threads per worker process.",
-                                 default_text="CPUs / workers")
+                                 default_text="on a local runner (FnApiRunner, a Dask LocalCluster) the CPUs "
+                                 "shared among its processes, elsewhere torch's default on the worker")
     compile: bool = option(False, help="torch.compile the entropy model in each worker: for long CUDA runs; "
                            "costs a warm-up per worker, and on CPU needs a C++ compiler.")
     precision: str = option("auto", choices=("auto",) + PRECISIONS, help="Entropy model arithmetic (changes "
@@ -93,16 +94,12 @@ class PatchRun:
     def __post_init__(self):
         check_options(self)
 
-    @property
-    def processes(self) -> int:
-        return self.dask_workers or self.workers
 
-
-def with_worker_threads(job: PatchJob, run: PatchRun) -> PatchJob:
-    """The job with --threads resolved: as given, else the CPUs shared among the run's processes."""
+def with_worker_threads(job: PatchJob, processes: int) -> PatchJob:
+    """The job with --threads resolved for `processes` local workers: as given, else the CPUs shared among them."""
     if job.threads is not None:
         return job
-    return dataclasses.replace(job, threads=max(1, (os.cpu_count() or 1) // run.processes))
+    return dataclasses.replace(job, threads=max(1, (os.cpu_count() or 1) // processes))
 
 
 @dataclass

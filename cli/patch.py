@@ -47,7 +47,7 @@ def patch(arguments, runner, progress, **options):
     inputs, beam_args = _split_beam_args(arguments)
     try:
         run = PatchRun(**values_of(PatchRun, options))
-        job = patch_job.with_worker_threads(PatchJob(inputs=inputs, **values_of(PatchJob, options)), run)
+        job = PatchJob(inputs=inputs, **values_of(PatchJob, options))
         prepared = patch_job.prepare(job)
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None
@@ -172,8 +172,7 @@ def demo(output, max_bytes, workers, progress):
     corpus_dir = os.path.join(output, "corpus")
     os.makedirs(corpus_dir, exist_ok=True)
     corpus_file = corpus.write_default_corpus(corpus_dir, max_bytes=max_bytes)
-    job = patch_job.with_worker_threads(PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"),
-                                                 store_entropies=True), PatchRun(workers=workers))
+    job = PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"), store_entropies=True)
     try:
         prepared = patch_job.prepare(job)
     except (ValueError, FileNotFoundError) as e:

@@ -23,6 +23,7 @@ Run it from the command line with `bltdata patch`, or directly with any Beam run
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
 import threading
@@ -39,11 +40,13 @@ from bltdata.device import resolve_device, set_threads
 from bltdata.options import add_arguments, values_of
 from bltdata.patch_config import PatcherConfig
 from bltdata.patch_job import PatchJob, PatchRun, PreparedJob, prepare, with_worker_threads
+from bltdata.pipelines import dask_cluster
 
 log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "bltdata"
 DEFAULT_RUNNER = "FnApiRunner"
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")  # their workers are processes here
 WORK_UNIT_BYTES = 1 << 20  # document bytes per DocBatch (one RunInference element)
 
 
@@ -335,7 +338,7 @@ def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | No
     if chosen is None:
         chosen = runner or DEFAULT_RUNNER
         args.append(f"--runner={chosen}")
-    if chosen in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner") and workers > 1:
+    if chosen in LOCAL_RUNNERS and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
         if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
             args.append("--default_sdk_harness_log_level=WARNING")  # worker processes log INFO otherwise
@@ -347,13 +350,17 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     """Prepare and run a patching job to completion; returns (PipelineResult, PreparedJob).
 
     On DaskRunner: the cluster at `dask_address` (or `--dask_client_address`), else a
-    LocalCluster of `dask_workers` (default `workers`) processes for this run only.
+    LocalCluster of `dask_workers` (default `workers`) processes for this run only. A job
+    without `threads` gets the CPUs shared among the local worker processes (none on a
+    remote runner: its workers keep torch's default).
     """
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from bltdata.pipelines import dask_cluster
-
     prepared = prepared or prepare(job)
+    processes = local_processes(beam_args, workers=workers, runner=runner, dask_address=dask_address,
+                                dask_workers=dask_workers)
+    if processes:
+        prepared = dataclasses.replace(prepared, job=with_worker_threads(prepared.job, processes))
     if dask_cluster.is_dask(PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or runner):
         address = dask_address or dask_cluster.given_address(beam_args)
         with dask_cluster.scheduler(address, dask_workers or workers) as address:
@@ -369,6 +376,18 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     result = pipeline.run()
     result.wait_until_finish()
     return result, prepared
+
+
+def local_processes(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None,
+                    dask_address: str | None = None, dask_workers: int | None = None) -> int | None:
+    """How many worker processes of this run share this machine's CPUs; None on a remote runner."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    chosen = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or runner or DEFAULT_RUNNER
+    if dask_cluster.is_dask(chosen):
+        remote = dask_address or dask_cluster.given_address(beam_args)
+        return None if remote else dask_workers or workers
+    return workers if chosen in LOCAL_RUNNERS else None
 
 
 def metric_totals(result, prepared: PreparedJob | None = None) -> dict[str, int]:
@@ -418,13 +437,12 @@ def argument_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRun]:
-    """Split the project's flags from Beam's (everything unknown goes to PipelineOptions);
-    --threads left out is resolved as `bltdata patch` resolves it."""
+    """Split the project's flags (`PatchJob`, `PatchRun`) from Beam's (everything unknown goes to PipelineOptions)."""
     parser = argument_parser()
     known, beam_args = parser.parse_known_args(argv)
     try:
         run = PatchRun(**values_of(PatchRun, vars(known)))
-        job = with_worker_threads(PatchJob(**values_of(PatchJob, vars(known))), run)
+        job = PatchJob(**values_of(PatchJob, vars(known)))
     except ValueError as e:  # what the fields' own checks refuse (e.g. --threshold with --target-patch-size)
         parser.error(str(e))
     return job, beam_args, run

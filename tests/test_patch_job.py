@@ -19,25 +19,26 @@ PREPARE = patch_job.prepare  # the real one (the click_job fixture replaces it)
 
 
 class Captured(Exception):
-    """Raised by the stand-in `prepare`: the click command stops once it has built the job."""
+    """Raised by the stand-in runner: the click command stops once it has built the job."""
 
 
 @pytest.fixture
 def click_job(monkeypatch):
     """argv → (job, run, result) as `bltdata patch` builds them (nothing is prepared or run)."""
-    seen = {}
-    real = patch_job.with_worker_threads
+    from bltdata.cli import patch as cli_patch
 
-    def with_worker_threads(job, run):
-        seen["run"] = run
-        return real(job, run)
+    seen = {}
 
     def prepare(job):
         seen["job"] = job
+        return job
+
+    def run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask):
+        seen["run"] = PatchRun(workers=workers, **dask)
         raise Captured
 
-    monkeypatch.setattr(patch_job, "with_worker_threads", with_worker_threads)
     monkeypatch.setattr(patch_job, "prepare", prepare)
+    monkeypatch.setattr(cli_patch, "_run_with_progress", run_with_progress)
 
     def invoke(argv):
         seen.clear()
@@ -97,23 +98,32 @@ def test_defaults_are_the_fields_defaults_in_both(click_job, tmp_path):
     argv = ["in.jsonl", "-o", str(tmp_path / "out")]
     job, run, _ = click_job(argv)
     parsed_job, _, parsed_run = pipeline.parse_args(argv)
-    expected_run = PatchRun()
-    expected_job = patch_job.with_worker_threads(PatchJob(inputs=["in.jsonl"], output=str(tmp_path / "out")),
-                                                 expected_run)
-    assert job == parsed_job == expected_job and run == parsed_run == expected_run
+    assert job == parsed_job == PatchJob(inputs=["in.jsonl"], output=str(tmp_path / "out"))
+    assert run == parsed_run == PatchRun()
     checked = [f.name for f in dataclasses.fields(PatchJob)
-               if f.name not in ("inputs", "output", "threads") and getattr(job, f.name) == f.default]
-    assert len(checked) == len(dataclasses.fields(PatchJob)) - 3
-    assert job.threads >= 1  # CPUs / workers in both (argparse left torch's default before)
+               if f.name not in ("inputs", "output") and getattr(job, f.name) == f.default]
+    assert len(checked) == len(dataclasses.fields(PatchJob)) - 2
 
 
-def test_threads_default_is_shared_among_the_workers(click_job, tmp_path, monkeypatch):
+@pytest.mark.parametrize("beam_args, kwargs, processes", [
+    ([], {}, 1),
+    ([], {"workers": 3}, 3),
+    (["--runner", "DirectRunner"], {"workers": 2}, 2),
+    ([], {"runner": "DaskRunner", "workers": 2}, 2),  # a LocalCluster of --workers processes
+    ([], {"runner": "DaskRunner", "workers": 2, "dask_workers": 4}, 4),
+    ([], {"runner": "DaskRunner", "dask_address": "tcp://sched:8786"}, None),
+    (["--runner=DaskRunner", "--dask_client_address=tcp://sched:8786"], {}, None),
+    (["--runner", "DataflowRunner", "--project=p"], {"workers": 2}, None),
+    ([], {"runner": "FlinkRunner"}, None),
+])
+def test_local_processes_decide_the_threads_default(beam_args, kwargs, processes, monkeypatch):
+    assert pipeline.local_processes(beam_args, **kwargs) == processes
     monkeypatch.setattr(patch_job.os, "cpu_count", lambda: 8)
-    argv = ["in.jsonl", "-o", str(tmp_path / "out"), "--workers", "2"]
-    assert click_job(argv)[0].threads == pipeline.parse_args(argv)[0].threads == 4
-    argv += ["--dask-workers", "8"]
-    assert click_job(argv)[0].threads == pipeline.parse_args(argv)[0].threads == 1
-    assert click_job(argv + ["--threads", "3"])[0].threads == pipeline.parse_args(argv + ["--threads", "3"])[0].threads == 3
+    job = PatchJob(inputs=["x"], output="o")
+    if processes:
+        assert patch_job.with_worker_threads(job, processes).threads == 8 // processes
+    assert patch_job.with_worker_threads(dataclasses.replace(job, threads=3), 2).threads == 3
+    assert patch_job.with_worker_threads(job, 16).threads == 1
 
 
 @pytest.mark.parametrize("cls, f", BOUNDED, ids=[f"{c.__name__}.{f.name}" for c, f in BOUNDED])
@@ -195,3 +205,14 @@ def test_calibration_bytes_reach_the_calibration(tmp_path, monkeypatch, click_jo
     assert asked[1] == (4.0, 5000)
     PREPARE(dataclasses.replace(job, output=str(tmp_path / "c"), calibration_bytes=DEFAULT_CALIBRATION_BYTES))
     assert asked[2] == (4.0, DEFAULT_CALIBRATION_BYTES)
+
+
+def test_run_job_gives_the_local_workers_their_share_of_the_cpus(tmp_path, monkeypatch):
+    monkeypatch.setattr(patch_job.os, "cpu_count", lambda: 6)
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"id": str(i), "text": f"doc {i} " * 5}) + "\n" for i in range(5)))
+    job = PatchJob(inputs=[str(corpus)], output=str(tmp_path / "out"), mode="space")
+    _, prepared = pipeline.run_job(job, runner="DirectRunner", workers=1)
+    assert job.threads is None and prepared.job.threads == 6
+    _, again = pipeline.run_job(dataclasses.replace(job, threads=2))  # done already: nothing runs
+    assert again.job.threads == 2 and again.pending == []
