@@ -17,13 +17,12 @@ import time
 from dataclasses import dataclass, field
 
 from bltdata import readers
-from bltdata.device import PRECISIONS, job_precision, resolve_device, set_threads
+from bltdata.device import DEVICES, PRECISIONS, job_precision, resolve_device, set_threads
 from bltdata.options import check_options, option
 from bltdata.patch_config import DEFAULT_THRESHOLD, ENTROPY_MODES, MODES, PatcherConfig
 
 DEFAULT_SHARD_BYTES = 256 << 20
 DEFAULT_CALIBRATION_BYTES = 2 << 20
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

@@ -4,9 +4,10 @@ import sys
 
 import click
 
-from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
+from bltdata.device import DEVICES, PRECISIONS, resolve_device, set_threads  # torch is imported only when they run
 from bltdata.entropy.names import PRESET_NAMES
 from bltdata.patch_config import ENTROPY_MODES
+
 _COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
 
 
@@ -35,9 +36,9 @@ def _load_documents(inputs, max_bytes=None):
         raise click.ClickException(str(err)) from None
 
 
-device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
                              show_default=True, help="Where the model runs.")
-precision_option = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto",
+precision_option = click.option("--precision", type=click.Choice(("auto",) + PRECISIONS), default="auto",
                                 show_default=True, help="Model arithmetic; must match the one the shards are made "
                                 "with (auto: bf16 on CUDA and CPUs with AVX512-BF16/AMX, else fp32).")
 threads_option = click.option("--threads", type=click.IntRange(min=1),

@@ -68,6 +68,7 @@ def test_cli_choices_are_the_library_values():
 
     from bltdata.cli.entropy import entropy
     from bltdata.cli.tools import repatch
+    from bltdata.device import DEVICES, PRECISIONS
     from bltdata.entropy.names import PRESET_NAMES
     from bltdata.patch_config import ENTROPY_MODES, MODES
 
@@ -79,3 +80,5 @@ def test_cli_choices_are_the_library_values():
     assert choices(repatch, "mode") == MODES
     assert choices(entropy.commands["score"], "mode") == ENTROPY_MODES
     assert choices(entropy.commands["train"], "preset") == PRESET_NAMES
+    assert choices(entropy.commands["score"], "device") == DEVICES
+    assert choices(entropy.commands["score"], "precision") == ("auto",) + PRECISIONS
