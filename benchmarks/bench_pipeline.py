@@ -90,10 +90,11 @@ def bench_pipeline(paths, out: Path, model: str, batch_bytes: int, workers: int,
     from bltdata.patch_job import PatchJob, prepare
     from bltdata.pipelines import patch as pipeline
 
+    # set here, not by run_job: the Dask cluster given by address is local too (started by this benchmark)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     job = PatchJob(inputs=[str(p) for p in paths], output=str(out), model=model, batch_bytes=batch_bytes,
-                            target_patch_size=4.5 if mode == "entropy" else None, threads=threads,
-                            precision=precision, mode=mode)
+                   target_patch_size=4.5 if mode == "entropy" else None, threads=threads,
+                   precision=precision, mode=mode)
     prepared = prepare(job)
     started = time.perf_counter()
     result, _ = pipeline.run_job(job, workers=workers, prepared=prepared, runner=runner, dask_address=dask_address)

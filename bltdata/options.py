@@ -12,9 +12,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import typing
+import numbers
 from dataclasses import dataclass
+
+
+def is_integer(value) -> bool:
+    """An int or numpy integer, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value) -> bool:
+    """An int, float or numpy number, not a bool (numpy's bool is not a `numbers.Real`)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -83,16 +95,35 @@ def option_fields(cls) -> list[tuple[dataclasses.Field, Option, type]]:
 
 
 def check_options(obj) -> None:
-    """ValueError naming the flag when a field of `obj` is outside its choices or bounds."""
+    """ValueError naming the flag when a field of `obj` is not of its type, choices or bounds."""
     for f, spec, kind in option_fields(type(obj)):
         value = getattr(obj, f.name)
         if value is None and f.default is None:
             continue
+        if not _is_kind(value, kind, spec):
+            expected = f"a list of {_KIND_NAMES[kind][1]}" if spec.positional else _KIND_NAMES[kind][0]
+            raise ValueError(f"{spec.flag(f.name)} must be {expected}; got {value!r}")
         if spec.choices is not None and value not in spec.choices:
             raise ValueError(f"{spec.flag(f.name)} must be one of {', '.join(map(str, spec.choices))}; "
                              f"got {value!r}")
         if kind in (int, float) and not _in_bounds(value, spec):
             raise ValueError(f"{spec.flag(f.name)} must be in the range {spec.range_text()}; got {value!r}")
+
+
+_KIND_NAMES = {str: ("a string", "strings"), int: ("an integer", "integers"), float: ("a number", "numbers"),
+               bool: ("True or False", "booleans")}
+
+
+def _is_kind(value, kind: type, spec: Option) -> bool:
+    if spec.positional:
+        return isinstance(value, (list, tuple)) and all(_is_kind(v, kind, Option(help="")) for v in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return is_integer(value)
+    if kind is float:
+        return is_real(value) and not math.isnan(value)
+    return isinstance(value, (str, os.PathLike))
 
 
 def _in_bounds(value, spec: Option) -> bool:

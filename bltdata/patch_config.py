@@ -7,22 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
+
+from bltdata.options import is_integer, is_real
 
 MODES = ("entropy", "monotonic", "space", "static", "byte")
 ENTROPY_MODES = ("entropy", "monotonic")  # the modes that read entropies and have a θ to calibrate
 DEFAULT_THRESHOLD = 1.335442066192627  # the reference entropy model's θ (nats)
-
-
-def is_integer(value) -> bool:
-    """An int or numpy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def is_real(value) -> bool:
-    """An int, float or numpy number, not a bool (numpy's bool is not a `numbers.Real`)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,9 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from bltdata.options import is_real
 # The configuration lives in bltdata.patch_config (no numba); re-exported for the callers of the kernels.
-from bltdata.patch_config import DEFAULT_THRESHOLD, ENTROPY_MODES, MODES, PatcherConfig, is_real  # noqa: F401
+from bltdata.patch_config import DEFAULT_THRESHOLD, ENTROPY_MODES, MODES, PatcherConfig  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

@@ -97,3 +97,13 @@ def test_flags_and_range_text():
     assert Option(help="h", positional=True, metavar="INPUT").flag("inputs") == "INPUT"
     assert [Option(help="h", min=1).range_text(), Option(help="h", max=5).range_text(),
             Option(help="h", min=0, max=9).range_text(), Option(help="h").range_text()] == ["x>=1", "x<=5", "0<=x<=9", ""]
+
+
+@pytest.mark.parametrize("field, value, message", [("size", 2.0, "an integer"), ("size", True, "an integer"),
+                                                   ("ratio", "x", "a number"), ("ratio", float("nan"), "a number"),
+                                                   ("loud", 1, "True or False"), ("name", "x", "a list of strings")])
+def test_values_of_the_wrong_type_are_refused_naming_the_flag(field, value, message):
+    values = {"name": ["x"], field: value}
+    flag = "NAME" if field == "name" else f"--{field}"
+    with pytest.raises(ValueError, match=f"{flag} must be {message}"):
+        Sample(**values)
