@@ -95,8 +95,9 @@ def test_flags_and_range_text():
     assert Option(help="h").flag("batch_bytes") == "--batch-bytes"
     assert Option(help="h", flags=("-o", "--output")).flag("output") == "--output"
     assert Option(help="h", positional=True, metavar="INPUT").flag("inputs") == "INPUT"
-    assert [Option(help="h", min=1).range_text(), Option(help="h", max=5).range_text(),
-            Option(help="h", min=0, max=9).range_text(), Option(help="h").range_text()] == ["x>=1", "x<=5", "0<=x<=9", ""]
+    texts = [Option(help="h", min=1).range_text(), Option(help="h", max=5).range_text(),
+             Option(help="h", min=0, max=9).range_text(), Option(help="h").range_text()]
+    assert texts == ["x>=1", "x<=5", "0<=x<=9", ""]
 
 
 @pytest.mark.parametrize("field, value, message", [("size", 2.0, "an integer"), ("size", True, "an integer"),
