@@ -87,13 +87,15 @@ def bench_pipeline(paths, out: Path, model: str, batch_bytes: int, workers: int,
                    runner: str = "FnApiRunner", dask_address: str | None = None, mode: str = "entropy",
                    threads: int | None = None) -> tuple[float, str, float]:
     """(document bytes/s, time split, wall seconds) of one pipeline run."""
+    from bltdata.patch_job import PatchJob, prepare
     from bltdata.pipelines import patch as pipeline
 
+    # set here, not by run_job: the Dask cluster given by address is local too (started by this benchmark)
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    job = pipeline.PatchJob(inputs=[str(p) for p in paths], output=str(out), model=model, batch_bytes=batch_bytes,
-                            target_patch_size=4.5 if mode == "entropy" else None, threads=threads,
-                            precision=precision, mode=mode)
-    prepared = pipeline.prepare(job)
+    job = PatchJob(inputs=[str(p) for p in paths], output=str(out), model=model, batch_bytes=batch_bytes,
+                   target_patch_size=4.5 if mode == "entropy" else None, threads=threads,
+                   precision=precision, mode=mode)
+    prepared = prepare(job)
     started = time.perf_counter()
     result, _ = pipeline.run_job(job, workers=workers, prepared=prepared, runner=runner, dask_address=dask_address)
     elapsed = time.perf_counter() - started

@@ -7,6 +7,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+DEVICES = ("auto", "cpu", "cuda")  # what `--device` takes
 PRECISIONS = ("fp32", "bf16", "int8")
 
 

@@ -115,6 +115,23 @@ def one_pack_per_file(files: list) -> list[Pack]:
     return [Pack(pack_key([f.source]), (f,)) for f in files]
 
 
+def input_size(path: str) -> int:
+    """The size of an input file, 0 for one that cannot be stat'ed (it becomes a reject)."""
+    try:
+        return fs.size(path)
+    except OSError:
+        return 0
+
+
+def pack_stat(pack: Pack, stats: dict | None = None):
+    """What a completion record keeps of its inputs: one file's stat, or {source: stat} for a pack.
+
+    `stats` ({source: stat}) are the stats taken already; by default they are taken now.
+    """
+    stats = stats if stats is not None else {f.source: fs.input_stat(f.path) for f in pack.files}
+    return stats[pack.files[0].source] if len(pack.files) == 1 else stats
+
+
 def written_before_packing(out_dir: str | os.PathLike) -> bool:
     """Whether `out_dir` holds a job whose parameters predate packing (resumed one file a pack)."""
     job = fs.join(state_dir(out_dir), JOB_FILE)

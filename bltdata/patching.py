@@ -30,103 +30,25 @@ document bytes per second on one core, 10-30x a plain torch version (see
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
-from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-logger = logging.getLogger(__name__)
+from bltdata.options import is_real
+# The configuration lives in bltdata.patch_config (no numba); re-exported for the callers of the kernels.
+from bltdata.patch_config import DEFAULT_THRESHOLD, ENTROPY_MODES, MODES, PatcherConfig  # noqa: F401
 
-MODES = ("entropy", "monotonic", "space", "static", "byte")
-DEFAULT_THRESHOLD = 1.335442066192627
+logger = logging.getLogger(__name__)
 
 # Kernel mode codes; entropy + threshold_add is its own rule.
 _ENTROPY, _MONOTONIC, _SPACE, _STATIC, _BYTE, _ENTROPY_ADD = range(6)
 _MODE_CODES = {"entropy": _ENTROPY, "monotonic": _MONOTONIC, "space": _SPACE,
                "static": _STATIC, "byte": _BYTE}
-_CALIBRATABLE = ("entropy", "monotonic")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
-
-
-@dataclass(frozen=True)
-class PatcherConfig:
-    """How to cut documents into patches (docs/design.md §3); stored in every shard's metadata.
-
-    ``threshold`` is θ of the ``entropy`` and ``monotonic`` modes (nats, compared as
-    float32); ``threshold_add`` is the extra relative threshold of ``entropy`` mode;
-    ``patch_size`` is P of ``static`` mode; ``max_patch_length`` (any mode) caps lengths.
-    """
-
-    mode: str = "entropy"
-    threshold: float = DEFAULT_THRESHOLD
-    threshold_add: float | None = None
-    max_patch_length: int | None = None
-    patch_size: int = 4
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown patching mode {self.mode!r}; "
-                             f"choose one of {', '.join(MODES)}")
-        if not _is_real(self.threshold) or math.isnan(self.threshold):
-            raise ValueError(f"threshold must be a number, got {self.threshold!r}")
-        if self.threshold_add is not None:
-            if self.mode != "entropy":
-                raise ValueError(f"threshold_add applies only to mode 'entropy', not {self.mode!r}")
-            if not _is_real(self.threshold_add) or math.isnan(self.threshold_add):
-                raise ValueError(
-                    f"threshold_add must be a number or None, got {self.threshold_add!r}")
-        if self.max_patch_length is not None and (
-                not _is_int(self.max_patch_length) or self.max_patch_length < 1):
-            raise ValueError("max_patch_length must be an integer >= 1 or None, "
-                             f"got {self.max_patch_length!r}")
-        if not _is_int(self.patch_size) or self.patch_size < 1:
-            raise ValueError(f"patch_size must be an integer >= 1, got {self.patch_size!r}")
-
-    @property
-    def needs_entropies(self) -> bool:
-        """True for the modes that read per-byte entropies (``entropy``, ``monotonic``)."""
-        return self.mode in ("entropy", "monotonic")
-
-    @property
-    def needs_bytes(self) -> bool:
-        """True for the mode that reads the document bytes (``space``)."""
-        return self.mode == "space"
-
-    def to_dict(self) -> dict:
-        """Plain JSON-able dict: mode, threshold, threshold_add, max_patch_length, patch_size."""
-        def optional(value, kind):
-            return None if value is None else kind(value)
-
-        return {
-            "mode": self.mode,
-            "threshold": float(self.threshold),
-            "threshold_add": optional(self.threshold_add, float),
-            "max_patch_length": optional(self.max_patch_length, int),
-            "patch_size": int(self.patch_size),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PatcherConfig":
-        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys fail."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown patcher config keys {unknown}; "
-                             f"expected some of {sorted(known)}")
-        return cls(**d)
+_CALIBRATABLE = ENTROPY_MODES
 
 
 # ---------------------------------------------------------------------------------------
@@ -501,7 +423,7 @@ def calibrate_threshold(entropies, offsets, target_mean_patch: float,
     """
     if config.mode not in _CALIBRATABLE:
         raise ValueError(f"calibration works for modes {_CALIBRATABLE}, not {config.mode!r}")
-    if not _is_real(target_mean_patch) or not 0 < target_mean_patch < math.inf:
+    if not is_real(target_mean_patch) or not 0 < target_mean_patch < math.inf:
         raise ValueError(f"target_mean_patch must be a positive number, got {target_mean_patch!r}")
     offsets = _as_offsets(offsets)
     entropies = _as_flat(entropies, np.float32, "entropies", int(offsets[-1]))

@@ -3,6 +3,8 @@ import json
 
 import click
 
+from bltdata.patch_config import DEFAULT_THRESHOLD
+
 LAYOUTS = ("hf", "reference")
 
 
@@ -29,7 +31,7 @@ def _library_errors():
               help="hf: config.json + model.safetensors (BltForCausalLM); reference: params.json + consolidated.pth.")
 @click.option("--entropy-model", type=click.Path(exists=True, file_okay=False),
               help="reference layout: the released entropy model directory (params.json + consolidated.pth).")
-@click.option("--threshold", type=float, default=1.335442066192627, show_default=True,
+@click.option("--threshold", type=float, default=DEFAULT_THRESHOLD, show_default=True,
               help="reference layout: entropy threshold θ recorded for the run (hf: read from config.json).")
 def import_(src, output, layout, entropy_model, threshold):
     """Import a released BLT into a run directory that `bltdata eval` / `generate` read.

@@ -5,9 +5,10 @@ import sys
 import click
 
 from bltdata.cli.progress import progress_option
-from bltdata.device import resolve_device, set_threads  # torch is imported only when they run
+from bltdata.device import DEVICES, PRECISIONS, resolve_device, set_threads  # torch is imported only when they run
+from bltdata.entropy.names import PRESET_NAMES
+from bltdata.patch_config import ENTROPY_MODES
 
-PRESET_NAMES = ("tiny", "small", "paper-100m")  # = bltdata.entropy.runs.PRESETS (it imports torch; a test checks)
 _COLOURS = ("cyan", "yellow", "green", "magenta", "blue", "red")
 
 
@@ -36,9 +37,9 @@ def _load_documents(inputs, max_bytes=None):
         raise click.ClickException(str(err)) from None
 
 
-device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+device_option = click.option("--device", type=click.Choice(DEVICES), default="auto",
                              show_default=True, help="Where the model runs.")
-precision_option = click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto",
+precision_option = click.option("--precision", type=click.Choice(("auto",) + PRECISIONS), default="auto",
                                 show_default=True, help="Model arithmetic; must match the one the shards are made "
                                 "with (auto: bf16 on CUDA and CPUs with AVX512-BF16/AMX, else fp32).")
 threads_option = click.option("--threads", type=click.IntRange(min=1),
@@ -246,7 +247,7 @@ def _train_command(config, threads) -> str:
 @click.option("--threshold", type=float,
               help="θ in nats [default: the model's recommended θ (entropy mode), else the reference's 1.3354].")
 @click.option("--target-patch-size", type=float, help="Choose θ on this text so the mean patch has this many bytes.")
-@click.option("--mode", type=click.Choice(["entropy", "monotonic"]), default="entropy", show_default=True)
+@click.option("--mode", type=click.Choice(ENTROPY_MODES), default="entropy", show_default=True)
 @click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches.")
 @click.option("--table/--no-table", default=True, show_default=True, help="Print one line per byte.")
 @click.option("--color/--no-color", default=None, help="Colour the patches [default: on a terminal].")
@@ -324,7 +325,7 @@ def _print_patches(data: bytes, lengths, color) -> None:
 @click.argument("model_dir", metavar="MODEL_DIR")
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("--target-patch-size", type=click.FloatRange(min=1.0), required=True, help="Mean patch length wanted (bytes).")
-@click.option("--mode", type=click.Choice(["entropy", "monotonic"]), default="entropy", show_default=True)
+@click.option("--mode", type=click.Choice(ENTROPY_MODES), default="entropy", show_default=True)
 @click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches (as the pipeline will).")
 @click.option("--sample-bytes", type=click.IntRange(min=1), default=1 << 20, show_default=True,
               help="Calibrate on the first this-many bytes of the inputs.")
@@ -351,7 +352,7 @@ def calibrate(model_dir, inputs, target_patch_size, mode, max_patch_length, samp
     """
     from bltdata.entropy.calibrate import calibrate_from_documents
     from bltdata.entropy.engine import EntropyEngine
-    from bltdata.patching import PatcherConfig
+    from bltdata.patch_config import PatcherConfig
 
     if write and mode != "entropy":
         raise click.UsageError("--write records an entropy-mode θ (the recommended θ); drop --mode monotonic")

@@ -6,9 +6,10 @@ import time
 
 import click
 
+from bltdata import patch_job
 from bltdata.cli.progress import progress_option, quiet_beam, verbose_option
-
-MODES = ("entropy", "monotonic", "space", "static", "byte")
+from bltdata.options import click_options, values_of
+from bltdata.patch_job import PatchJob, PatchRun
 
 
 def _split_beam_args(arguments):
@@ -21,49 +22,21 @@ def _split_beam_args(arguments):
 
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("arguments", nargs=-1, type=click.UNPROCESSED, metavar="INPUT... [-- BEAM_OPTIONS]")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output shard directory.")
-@click.option("--model", default="default", show_default=True,
-              help="Entropy model: 'default' (bundled) or a checkpoint directory.")
-@click.option("--mode", type=click.Choice(MODES), default="entropy", show_default=True, help="Patching rule (docs/design.md §3).")
-@click.option("--threshold", type=float,
-              help="θ in nats [default: the model's recommended θ for entropy mode, else 1.3354].")
-@click.option("--target-patch-size", type=float, help="Choose θ on a sample so the mean patch is this many bytes.")
-@click.option("--threshold-add", type=float, help="Extra relative threshold of entropy mode.")
-@click.option("--max-patch-length", type=click.IntRange(min=1), help="Split longer patches.")
-@click.option("--patch-size", type=click.IntRange(min=1), default=4, show_default=True, help="P of static mode.")
-@click.option("--store-entropies", is_flag=True, help="Also store the n+1 per-byte entropies (float16).")
-@click.option("--text-field", default="text", show_default=True, help="JSON/Parquet field holding the text.")
-@click.option("--id-field", default="id", show_default=True, help="JSON/Parquet field holding the id.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Local worker processes (FnApiRunner multi-processing).")
-@click.option("--batch-bytes", type=click.IntRange(min=1),
-              help="Positions per entropy-model forward pass, padding included [default: 4096 on CPU, 262144 on CUDA].")
-@click.option("--shard-bytes", type=click.IntRange(min=1), default=256 << 20, show_default=True,
-              help="Document bytes per shard (a shard never mixes input files).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1),
-              help="torch threads per worker [default: CPUs / workers].")
-@click.option("--compile", is_flag=True,
-              help="torch.compile the entropy model in each worker: for long CUDA runs; costs a warm-up "
-                   "per worker, and on CPU needs a C++ compiler.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "int8"]), default="auto", show_default=True,
-              help="Entropy model arithmetic (changes the entropies; recorded in the manifest). auto: bf16 on "
-                   "CUDA and on CPUs with AVX512-BF16/AMX, else fp32.")
+@click_options(PatchJob)
+@click_options(PatchRun)
 @click.option("--runner", default="FnApiRunner", show_default=True,
               help="Beam runner (DaskRunner, DataflowRunner, FlinkRunner, ...; pass their options after --).")
-@click.option("--dask-address", help="DaskRunner: the scheduler (tcp://host:8786) [default: a LocalCluster for this run].")
-@click.option("--dask-workers", type=click.IntRange(min=1),
-              help="DaskRunner: LocalCluster worker processes, one thread each [default: --workers].")
 @progress_option
 @verbose_option
-def patch(arguments, output, workers, runner, progress, verbose, dask_address, dask_workers, **options):
+def patch(arguments, runner, progress, verbose, **options):
     """Patch a corpus into Parquet shards with the Apache Beam pipeline.
 
     INPUT: .jsonl, .jsonl.zst, .jsonl.gz, .txt (one document per file) or .parquet files,
     directories of them, or glob patterns. The shards are written to OUT/data/, which holds
     nothing else, so any Parquet reader opens it as a dataset (pl.read_parquet("OUT/data"));
     `manifest.json` and `rejected/` go in OUT. Re-running with the same options on the same OUT finishes an
-    interrupted run and skips the inputs already done.
+    interrupted run and skips the inputs already done. The same options are taken by
+    `python -m bltdata.pipelines.patch` (for any Beam runner).
 
     \b
     Examples:
@@ -78,16 +51,14 @@ def patch(arguments, output, workers, runner, progress, verbose, dask_address, d
 
     quiet_beam(verbose)
     inputs, beam_args = _split_beam_args(arguments)
-    if not inputs:
-        raise click.UsageError("give at least one INPUT file, directory or glob")
-    options["threads"] = options["threads"] or max(1, (os.cpu_count() or 1) // (dask_workers or workers))
     try:
-        job = pipeline.PatchJob(inputs=inputs, output=output, **options)
-        prepared = pipeline.prepare(job)
+        run = PatchRun(**values_of(PatchRun, options))
+        job = PatchJob(inputs=inputs, **values_of(PatchJob, options))
+        prepared = patch_job.prepare(job)
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None
-    dask = {"dask_address": dask_address, "dask_workers": dask_workers}
-    summary = _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask, verbose)
+    dask = {"dask_address": run.dask_address, "dask_workers": run.dask_workers}
+    summary = _run_with_progress(pipeline, prepared, beam_args, run.workers, runner, progress, dask, verbose)
     _print_summary(summary)
 
 
@@ -97,7 +68,7 @@ def _run_with_progress(pipeline, prepared, beam_args, workers, runner, progress,
     from bltdata.cli.progress import child_logs_filtered, display_mode
 
     mode = "off" if fs.is_remote(prepared.job.output) else display_mode(progress)
-    total = sum(pipeline.input_size(f.path) for f in prepared.pending)
+    total = sum(jobs.input_size(f.path) for f in prepared.pending)
     outcome = {}
 
     def target():
@@ -200,7 +171,7 @@ def _time_split(counters, wall, prepare):
               help="Where the corpus and shards go.")
 @click.option("--max-bytes", default=400_000, show_default=True, type=click.IntRange(min=1000),
               help="Size of the slice of the embedded corpus to patch.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click_options(PatchRun, skip=("dask_address", "dask_workers"))
 @progress_option
 @verbose_option
 def demo(output, max_bytes, workers, progress, verbose):
@@ -222,10 +193,9 @@ def demo(output, max_bytes, workers, progress, verbose):
     corpus_dir = os.path.join(output, "corpus")
     os.makedirs(corpus_dir, exist_ok=True)
     corpus_file = corpus.write_default_corpus(corpus_dir, max_bytes=max_bytes)
-    job = pipeline.PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"), store_entropies=True,
-                            threads=max(1, (os.cpu_count() or 1) // workers))
+    job = PatchJob(inputs=[str(corpus_file)], output=os.path.join(output, "shards"), store_entropies=True)
     try:
-        prepared = pipeline.prepare(job)
+        prepared = patch_job.prepare(job)
     except (ValueError, FileNotFoundError) as e:
         raise click.UsageError(str(e)) from None
     summary = _run_with_progress(pipeline, prepared, [], workers, None, progress, verbose=verbose)

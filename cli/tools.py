@@ -15,9 +15,8 @@ from pathlib import Path
 
 import click
 
-# Same values as bltdata.patching.MODES (kept here so `bltdata --help` imports no numba;
-# tests/test_inspect_cli.py checks they agree).
-PATCH_MODES = ("entropy", "monotonic", "space", "static", "byte")
+from bltdata.patch_config import MODES
+
 MAX_IDS_SHOWN = 20
 
 
@@ -305,7 +304,7 @@ def head_cmd(path, count, as_json):
 def _patcher_options(defaults: bool):
     """--mode/--threshold/... shared by repatch and import-blt-arrow."""
     options = [
-        click.option("--mode", type=click.Choice(PATCH_MODES), default="entropy" if defaults else None,
+        click.option("--mode", type=click.Choice(MODES), default="entropy" if defaults else None,
                      show_default=defaults, help="Patching mode (docs/design.md §3)."),
         click.option("--threshold", type=float, help="Global threshold θ in nats (entropy / monotonic)."),
         click.option("--target-patch-size", type=click.FloatRange(min=1.0, min_open=False),
@@ -352,7 +351,7 @@ def repatch(path, output, mode, threshold, target_patch_size, threshold_add, max
       bltdata repatch shards/ -o shards_p6/ --target-patch-size 6 --max-patch-length 16
     """
     from bltdata.inspect.repatch import repatch_directory
-    from bltdata.patching import PatcherConfig
+    from bltdata.patch_config import PatcherConfig
 
     if threshold is not None and target_patch_size is not None:
         raise click.UsageError("give --threshold or --target-patch-size, not both")

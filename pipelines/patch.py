@@ -9,7 +9,9 @@ order; the batches pass through scoring and patching in the same fused stage and
 shard writer in order, so each file's shards are written while it is streamed, in constant
 memory. Document bytes never cross a fusion break (only file names are reshuffled).
 Output names and contents depend only on the inputs and the options, so runs are
-deterministic and a re-run skips the files already complete (see `bltdata.jobs`).
+deterministic and a re-run skips the files already complete (see `bltdata.jobs`). The job's
+options and what is decided before the graph is built (inputs, θ, packs) are in
+`bltdata.patch_job`; this module holds the Beam graph and its runner.
 
 Run it from the command line with `bltdata patch`, or directly with any Beam runner:
 
@@ -26,7 +28,6 @@ import io
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import apache_beam as beam
@@ -35,80 +36,18 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers, shards
-from bltdata.device import PRECISIONS, job_precision, resolve_device, set_threads
-from bltdata.patching import DEFAULT_THRESHOLD, MODES, PatcherConfig
+from bltdata.device import resolve_device, set_threads
+from bltdata.options import add_arguments, values_of
+from bltdata.patch_config import PatcherConfig
+from bltdata.patch_job import PatchJob, PatchRun, PreparedJob, prepare, with_worker_threads
+from bltdata.pipelines import dask_cluster
 
 log = logging.getLogger(__name__)
 
 METRICS_NAMESPACE = "bltdata"
 DEFAULT_RUNNER = "FnApiRunner"
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner")  # their workers are processes here
 WORK_UNIT_BYTES = 1 << 20  # document bytes per DocBatch (one RunInference element)
-DEFAULT_SHARD_BYTES = 256 << 20
-DEFAULT_CALIBRATION_BYTES = 2 << 20
-
-
-@dataclass
-class PatchJob:
-    """The project's own options of a patching run (Beam's options travel separately)."""
-
-    inputs: list[str]
-    output: str
-    model: str = "default"
-    mode: str = "entropy"
-    threshold: float | None = None
-    target_patch_size: float | None = None
-    threshold_add: float | None = None
-    max_patch_length: int | None = None
-    patch_size: int = 4
-    store_entropies: bool = False
-    text_field: str = readers.DEFAULT_TEXT_FIELD
-    id_field: str = readers.DEFAULT_ID_FIELD
-    batch_bytes: int | None = None  # engine positions per forward pass (None: the engine's device default)
-    shard_bytes: int = DEFAULT_SHARD_BYTES
-    calibration_bytes: int = DEFAULT_CALIBRATION_BYTES
-    device: str = "auto"
-    threads: int | None = None  # torch threads per worker process (None: torch's default)
-    compile: bool = False  # torch.compile the entropy model in each worker
-    precision: str = "auto"  # fp32 / bf16 / int8; auto: the device's default (resolved by `prepare`)
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.threshold is not None and self.target_patch_size is not None:
-            raise ValueError("give --threshold or --target-patch-size, not both")
-        if self.target_patch_size is not None and self.mode not in ("entropy", "monotonic"):
-            raise ValueError(f"--target-patch-size calibrates θ of the entropy/monotonic modes, not {self.mode!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        if self.precision not in ("auto",) + PRECISIONS:
-            raise ValueError(f"--precision must be auto, {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if (self.batch_bytes is not None and self.batch_bytes < 1) or self.shard_bytes < 1:
-            raise ValueError("--batch-bytes and --shard-bytes must be positive")
-
-    @property
-    def needs_model(self) -> bool:
-        return self.mode in ("entropy", "monotonic") or self.store_entropies
-
-    def patcher(self, threshold: float | None) -> PatcherConfig:
-        theta = threshold if threshold is not None else DEFAULT_THRESHOLD
-        return PatcherConfig(mode=self.mode, threshold=theta, threshold_add=self.threshold_add,
-                             max_patch_length=self.max_patch_length, patch_size=self.patch_size)
-
-
-@dataclass
-class PreparedJob:
-    """A job with everything resolved before the graph is built: files, θ, model identity."""
-
-    job: PatchJob
-    files: list[readers.InputFile]
-    pending: list[readers.InputFile]  # the files of the pending packs
-    patcher: PatcherConfig
-    entropy_model: dict | None
-    params: dict = field(default_factory=dict)
-    threshold_choice: object = None  # bltdata.entropy.calibrate.ThresholdChoice (θ, its source, its target)
-    packs: list = field(default_factory=list)  # jobs.Pack: every unit of work, in input order
-    pending_packs: list = field(default_factory=list)  # jobs.Pack without a completion record
-    seconds: float = 0.0  # spent preparing (listing, calibration), before the pipeline runs
 
 
 # ----------------------------------------------------------------------------- DoFns
@@ -143,7 +82,7 @@ class ReadDocumentBatches(beam.DoFn):
         rejects: list[dict] = []
         position = {"raw": 0}  # input bytes of the pack read so far (the reader reads ahead ~1 MiB)
         before = {f.source: fs.input_stat(f.path) for f in pack.files}
-        pack_bytes = sum(input_size(f.path) for f in pack.files)
+        pack_bytes = sum(jobs.input_size(f.path) for f in pack.files)
         documents = self._pack_documents(pack, rejects, position)
         started = time.perf_counter()
         for batch in batching.iter_doc_batches(documents, source=pack.files[0].source, key=pack.key,
@@ -156,7 +95,7 @@ class ReadDocumentBatches(beam.DoFn):
                     if fs.input_stat(f.path) != before[f.source]:
                         raise RuntimeError(f"{f.source} changed while it was being read; run again")
                 batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
-                batch.input_stat = _pack_stat(pack, before)
+                batch.input_stat = jobs.pack_stat(pack, before)
                 batch.raw_end = pack_bytes
                 self.rejected.inc(batch.rejected)
             yield batch
@@ -175,15 +114,7 @@ class ReadDocumentBatches(beam.DoFn):
                     self.documents.inc()
                     self.bytes.inc(len(record.data))
                     yield record
-            finished_raw += input_size(input_file.path)
-
-
-def input_size(path: str) -> int:
-    """The size of an input, 0 for one that cannot be stat'ed (it is a reject)."""
-    try:
-        return fs.size(path)
-    except OSError:
-        return 0
+            finished_raw += jobs.input_size(input_file.path)
 
 
 class _open_input:
@@ -404,86 +335,6 @@ def build_pipeline(pipeline: beam.Pipeline, prepared: PreparedJob):
 # ----------------------------------------------------------------------------- preparing and running
 
 
-def prepare(job: PatchJob) -> PreparedJob:
-    """List inputs, identify the model, choose θ, and check/create the output directory."""
-    started = time.perf_counter()
-    job = dataclasses.replace(job, precision=job_precision(job.precision, job.device))  # workers use what is recorded
-    files = readers.list_inputs(job.inputs, exclude=[job.output])
-    entropy_model = None
-    if job.needs_model:
-        from bltdata.entropy.checkpoint import checkpoint_metadata
-
-        entropy_model = checkpoint_metadata(job.model)
-    from bltdata.entropy.calibrate import choose_threshold
-
-    theta = choose_threshold(job.model if job.mode in ("entropy", "monotonic") else None, job.mode,
-                             threshold=job.threshold, target_patch_size=job.target_patch_size,
-                             calibrate=lambda: calibrate(job, files))
-    patcher = job.patcher(theta.threshold)
-    params = job_params(job, files, patcher, entropy_model)
-    if jobs.written_before_packing(job.output):  # resumed as it was written: one pack per file
-        packs = jobs.one_pack_per_file(files)
-    else:
-        packs = jobs.plan_packs(files, [input_size(f.path) for f in files], job.shard_bytes)
-        params["packing"] = jobs.packing_digest(packs)
-    if not jobs.written_before_data_dir(job.output):  # else resumed as written: shards directly in OUT
-        params["data_dir"] = shards.DATA_DIR
-    jobs.prepare_output(job.output, params)
-    records = {p.key: jobs.read_done(job.output, p.key, data_dir=jobs.data_dir_of(params)) for p in packs}
-    jobs.changed_inputs(job.output, [(records[p.key], _pack_stat(p)) for p in packs if records[p.key]])
-    pending_packs = [p for p in packs if records[p.key] is None]
-    return PreparedJob(job=job, files=files, pending=[f for p in pending_packs for f in p.files], patcher=patcher,
-                       entropy_model=entropy_model, params=params, threshold_choice=theta, packs=packs,
-                       pending_packs=pending_packs, seconds=time.perf_counter() - started)
-
-
-def _pack_stat(pack: jobs.Pack, stats: dict | None = None):
-    """What a completion record keeps of its inputs: one file's stat, or {source: stat} for a pack.
-
-    `stats` ({source: stat}) are the stats taken already; by default they are taken now.
-    """
-    stats = stats if stats is not None else {f.source: fs.input_stat(f.path) for f in pack.files}
-    return stats[pack.files[0].source] if len(pack.files) == 1 else stats
-
-
-def job_params(job: PatchJob, files, patcher: PatcherConfig, entropy_model: dict | None) -> dict:
-    """What the manifest records about the run: everything that shapes the shards' contents.
-
-    Batch size, device, compilation and worker count are left out: they must not change the
-    output (beyond float rounding on CUDA, where bf16 kernels differ by device and shape).
-    The precision is in (when a model is used): fp32, bf16 and int8 give different entropies.
-    """
-    return {
-        "sources": [f.source for f in files],
-        "patcher": patcher.to_dict(),
-        "target_patch_size": job.target_patch_size,
-        "entropy_model": entropy_model,
-        "store_entropies": job.store_entropies,
-        "text_field": job.text_field,
-        "id_field": job.id_field,
-        "shard_bytes": job.shard_bytes,
-        **({"precision": job.precision} if job.needs_model else {}),  # it changes the entropies
-    }
-
-
-def calibrate(job: PatchJob, files: list[readers.InputFile]) -> float:
-    """θ giving mean patch length ≈ target, from the first `calibration_bytes` of the corpus."""
-    from bltdata.entropy.calibrate import calibrate_from_documents
-    from bltdata.entropy.checkpoint import load_checkpoint
-    from bltdata.entropy.engine import EntropyEngine
-
-    set_threads(job.threads)
-    device = resolve_device(job.device)
-    engine = EntropyEngine(load_checkpoint(job.model, device=device), device=device, batch_bytes=job.batch_bytes,
-                           precision=job.precision)
-    documents = (record.data for f in files
-                 for record in readers.read_input(f, text_field=job.text_field, id_field=job.id_field)
-                 if isinstance(record, readers.Document))
-    theta, _ = calibrate_from_documents(engine, documents, job.target_patch_size, job.patcher(None),
-                                        max_bytes=job.calibration_bytes)
-    return theta
-
-
 def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None) -> PipelineOptions:
     """Beam options with the project's defaults: FnApiRunner, multi-processing for --workers."""
     from apache_beam.options.pipeline_options import StandardOptions
@@ -493,7 +344,7 @@ def beam_options(beam_args: Sequence[str], *, workers: int = 1, runner: str | No
     if chosen is None:
         chosen = runner or DEFAULT_RUNNER
         args.append(f"--runner={chosen}")
-    if chosen in ("FnApiRunner", "DirectRunner", "BundleBasedDirectRunner") and workers > 1:
+    if chosen in LOCAL_RUNNERS and workers > 1:
         args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
         if not any(a.startswith("--default_sdk_harness_log_level") for a in args):
             args.append("--default_sdk_harness_log_level=WARNING")  # worker processes log INFO otherwise
@@ -505,13 +356,17 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     """Prepare and run a patching job to completion; returns (PipelineResult, PreparedJob).
 
     On DaskRunner: the cluster at `dask_address` (or `--dask_client_address`), else a
-    LocalCluster of `dask_workers` (default `workers`) processes for this run only.
+    LocalCluster of `dask_workers` (default `workers`) processes for this run only. A job
+    without `threads` gets the CPUs shared among the local worker processes (none on a
+    remote runner: its workers keep torch's default).
     """
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from bltdata.pipelines import dask_cluster
-
     prepared = prepared or prepare(job)
+    processes = local_processes(beam_args, workers=workers, runner=runner, dask_address=dask_address,
+                                dask_workers=dask_workers)
+    if processes:
+        prepared = dataclasses.replace(prepared, job=with_worker_threads(prepared.job, processes))
     if dask_cluster.is_dask(PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or runner):
         address = dask_address or dask_cluster.given_address(beam_args)
         with dask_cluster.scheduler(address, dask_workers or workers) as address:
@@ -527,6 +382,18 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     result = pipeline.run()
     result.wait_until_finish()
     return result, prepared
+
+
+def local_processes(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None,
+                    dask_address: str | None = None, dask_workers: int | None = None) -> int | None:
+    """How many worker processes of this run share this machine's CPUs; None on a remote runner."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    chosen = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or runner or DEFAULT_RUNNER
+    if dask_cluster.is_dask(chosen):
+        remote = dask_address or dask_cluster.given_address(beam_args)
+        return None if remote else dask_workers or workers
+    return workers if chosen in LOCAL_RUNNERS else None
 
 
 def metric_totals(result, prepared: PreparedJob | None = None) -> dict[str, int]:
@@ -566,50 +433,32 @@ def record_totals(prepared: PreparedJob) -> dict[str, int]:
     return totals
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], int]:
-    """Split the project's flags from Beam's (everything unknown goes to PipelineOptions)."""
+def argument_parser() -> argparse.ArgumentParser:
+    """The project's flags: the fields of `PatchJob` and `PatchRun`, as `bltdata patch` has them."""
     parser = argparse.ArgumentParser(prog="python -m bltdata.pipelines.patch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+")
-    parser.add_argument("--output", "-o", required=True)
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--mode", default="entropy", choices=MODES)
-    parser.add_argument("--threshold", type=float)
-    parser.add_argument("--target-patch-size", type=float)
-    parser.add_argument("--threshold-add", type=float)
-    parser.add_argument("--max-patch-length", type=int)
-    parser.add_argument("--patch-size", type=int, default=4)
-    parser.add_argument("--store-entropies", action="store_true")
-    parser.add_argument("--text-field", default=readers.DEFAULT_TEXT_FIELD)
-    parser.add_argument("--id-field", default=readers.DEFAULT_ID_FIELD)
-    parser.add_argument("--batch-bytes", type=int)
-    parser.add_argument("--shard-bytes", type=int, default=DEFAULT_SHARD_BYTES)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the entropy model")
-    parser.add_argument("--precision", default="auto", choices=("auto",) + PRECISIONS)
+    add_arguments(parser, PatchJob)
+    add_arguments(parser, PatchRun)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRun]:
+    """Split the project's flags (`PatchJob`, `PatchRun`) from Beam's (everything unknown goes to PipelineOptions)."""
+    parser = argument_parser()
     known, beam_args = parser.parse_known_args(argv)
-    workers = known.workers
-    fields = {f.name for f in dataclasses.fields(PatchJob)}
-    job = PatchJob(**{k: v for k, v in vars(known).items() if k in fields})
-    return job, beam_args, workers
-
-
-def parse_dask_args(beam_args: Sequence[str]) -> tuple[dict, list[str]]:
-    """`--dask-address` / `--dask-workers` (the DaskRunner's cluster) out of the remaining args."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--dask-address", help="DaskRunner: scheduler address (default: a LocalCluster)")
-    parser.add_argument("--dask-workers", type=int, help="DaskRunner: LocalCluster worker processes (default --workers)")
-    known, rest = parser.parse_known_args(list(beam_args))
-    return vars(known), rest
+    try:
+        run = PatchRun(**values_of(PatchRun, vars(known)))
+        job = PatchJob(**values_of(PatchJob, vars(known)))
+    except ValueError as e:  # what the fields' own checks refuse (e.g. --threshold with --target-patch-size)
+        parser.error(str(e))
+    return job, beam_args, run
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
-    job, beam_args, workers = parse_args(argv)
-    dask, beam_args = parse_dask_args(beam_args)
-    result, prepared = run_job(job, beam_args, workers=workers, **dask)
+    job, beam_args, patch_run = parse_args(argv)
+    result, prepared = run_job(job, beam_args, workers=patch_run.workers, dask_address=patch_run.dask_address,
+                               dask_workers=patch_run.dask_workers)
     return metric_totals(result, prepared)
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from bltdata import jobs, shards
+from bltdata import jobs, patch_job, shards
 from bltdata.cli.main import main
 from bltdata.data.source import ManifestSource
 from bltdata.pipelines import patch as pipeline
@@ -30,7 +30,7 @@ def make_corpus(root: Path) -> None:
 
 
 def run(root, out, **kw):
-    job = pipeline.PatchJob(inputs=[str(root)], output=str(out), mode="space", shard_bytes=SHARD_BYTES, **kw)
+    job = patch_job.PatchJob(inputs=[str(root)], output=str(out), mode="space", shard_bytes=SHARD_BYTES, **kw)
     _, prepared = pipeline.run_job(job)
     return prepared
 

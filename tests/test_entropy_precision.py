@@ -130,18 +130,19 @@ def test_default_precision_follows_the_cpu(monkeypatch):
 def test_manifest_records_the_precision_and_refuses_to_mix_them(tmp_path):
     pytest.importorskip("apache_beam")  # GPU machines without Beam still collect this file
     from bltdata import jobs
+    from bltdata.patch_job import PatchJob, prepare
     from bltdata.pipelines import patch as pipeline
 
     corpus = tmp_path / "in.jsonl"
     corpus.write_text("\n".join(json.dumps({"text": f"document {i} " * (i + 1)}) for i in range(5)) + "\n")
     out = tmp_path / "out"
-    result, _ = pipeline.run_job(pipeline.PatchJob(inputs=[str(corpus)], output=str(out), precision="int8"))
+    result, _ = pipeline.run_job(PatchJob(inputs=[str(corpus)], output=str(out), precision="int8"))
     assert pipeline.metric_totals(result)["documents"] == 5
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["params"]["precision"] == "int8"
     with pytest.raises(jobs.JobMismatch, match="precision"):
-        pipeline.prepare(pipeline.PatchJob(inputs=[str(corpus)], output=str(out), precision="fp32"))
-    auto = pipeline.prepare(pipeline.PatchJob(inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / "o2")))
+        prepare(PatchJob(inputs=[str(corpus)], output=str(out), precision="fp32"))
+    auto = prepare(PatchJob(inputs=[str(tmp_path / "in.jsonl")], output=str(tmp_path / "o2")))
     assert auto.params["precision"] == auto.job.precision == device_mod.job_precision("auto", "auto")
-    space = pipeline.prepare(pipeline.PatchJob(inputs=[str(corpus)], output=str(tmp_path / "o3"), mode="space"))
+    space = prepare(PatchJob(inputs=[str(corpus)], output=str(tmp_path / "o3"), mode="space"))
     assert "precision" not in space.params  # no model, nothing to record

@@ -127,13 +127,6 @@ def test_plot_needs_row_doc_or_hist(shards_dir, tmp_path):
     assert not (tmp_path / "none.png").exists()
 
 
-def test_patch_modes_match_library():
-    from bltdata.cli.tools import PATCH_MODES
-    from bltdata.patching import MODES
-
-    assert PATCH_MODES == MODES
-
-
 def all_commands(group: click.Group, prefix=()):
     for name, command in group.commands.items():
         yield prefix + (name,), command

@@ -12,6 +12,7 @@ import zstandard
 
 from bltdata import jobs, readers, shards
 from bltdata.batching import stored_precision
+from bltdata.patch_job import PatchJob, prepare
 from bltdata.patching import PatcherConfig, patch_lengths
 from bltdata.pipelines import patch as pipeline
 
@@ -64,7 +65,7 @@ def expected_documents(root):
 
 def run(corpus, out, model, **kw):
     workers = kw.pop("workers", 1)
-    job = pipeline.PatchJob(inputs=[str(corpus)], output=str(out), model=model, **kw)
+    job = PatchJob(inputs=[str(corpus)], output=str(out), model=model, **kw)
     result, prepared = pipeline.run_job(job, workers=workers)
     return pipeline.metric_totals(result), prepared
 
@@ -205,20 +206,20 @@ def test_dataflow_options_build_the_graph_offline(corpus, tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
 
-    job, beam_args, workers = pipeline.parse_args([
+    job, beam_args, run = pipeline.parse_args([
         str(corpus), "--output", str(tmp_path / "df"), "--mode", "space", "--runner", "DataflowRunner",
         "--project=my-project", "--region=us-central1", "--temp_location=gs://bucket/tmp",
         "--dataflow_service_options=worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
         "--sdk_container_image=us-docker.pkg.dev/p/r/bltdata:latest", "--machine_type=g2-standard-8",
     ])
-    options = pipeline.beam_options(beam_args, workers=workers)
+    options = pipeline.beam_options(beam_args, workers=run.workers)
     assert options.view_as(StandardOptions).runner == "DataflowRunner"
     assert options.view_as(GoogleCloudOptions).project == "my-project"
     assert options.view_as(WorkerOptions).sdk_container_image.endswith("bltdata:latest")
     assert options.view_as(GoogleCloudOptions).dataflow_service_options == [
         "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
     p = beam.Pipeline(options=options)
-    pipeline.build_pipeline(p, pipeline.prepare(job))
+    pipeline.build_pipeline(p, prepare(job))
     proto = p.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
     assert {"PatchCorpus/ReadDocumentBatches", "PatchCorpus/WriteShards", "PatchCorpus/WriteManifest"} <= names

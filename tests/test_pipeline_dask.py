@@ -7,6 +7,7 @@ import time
 import pytest
 
 from bltdata import jobs, shards
+from bltdata.patch_job import PatchJob
 from bltdata.pipelines import patch as pipeline
 from test_pipeline import corpus, digests, tiny_model  # noqa: F401  (module fixtures reused)
 
@@ -24,13 +25,13 @@ def cluster():
 
 
 def run_dask(corpus, out, model, address, **kw):
-    job = pipeline.PatchJob(inputs=[str(corpus)], output=str(out), model=model, **{**OPTIONS, **kw})
+    job = PatchJob(inputs=[str(corpus)], output=str(out), model=model, **{**OPTIONS, **kw})
     result, prepared = pipeline.run_job(job, runner="DaskRunner", dask_address=address)
     return pipeline.metric_totals(result, prepared)
 
 
 def run_fnapi(corpus, out, model, **kw):
-    job = pipeline.PatchJob(inputs=[str(corpus)], output=str(out), model=model, **{**OPTIONS, **kw})
+    job = PatchJob(inputs=[str(corpus)], output=str(out), model=model, **{**OPTIONS, **kw})
     result, prepared = pipeline.run_job(job)
     return pipeline.metric_totals(result, prepared)
 
@@ -64,7 +65,7 @@ def test_space_mode_on_dask_equals_fnapi(corpus, cluster, tmp_path):
 
 def test_dask_local_cluster_is_started_and_shut_down(corpus, tmp_path):
     """No address: a LocalCluster of --dask-workers processes for the run, closed after it."""
-    job = pipeline.PatchJob(inputs=[str(corpus)], output=str(tmp_path / "o"), mode="space", shard_bytes=3000)
+    job = PatchJob(inputs=[str(corpus)], output=str(tmp_path / "o"), mode="space", shard_bytes=3000)
     result, prepared = pipeline.run_job(job, runner="DaskRunner", dask_workers=1)
     assert result.client.status == "closed"
     assert pipeline.metric_totals(result, prepared)["files"] == len(prepared.pending) > 0
@@ -131,7 +132,7 @@ def test_killed_dask_job_is_resumed_identically(corpus, tiny_model, cluster, fna
     client.kill()
     client.wait()
     assert not (out / "manifest.json").exists()
-    job = pipeline.PatchJob(inputs=[str(corpus)], output=str(out), model=tiny_model, **OPTIONS)
+    job = PatchJob(inputs=[str(corpus)], output=str(out), model=tiny_model, **OPTIONS)
     result, prepared = pipeline.run_job(job, runner="DaskRunner", dask_address=cluster.scheduler_address)
     assert 1 <= len(prepared.pending) < len(prepared.files)
     assert digests(out) == digests(base)

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from bltdata import shards
+from bltdata.patch_job import PatchJob
 from bltdata.pipelines import patch as pipeline
 from streams import zst_frames
 
@@ -16,7 +17,7 @@ def _lines(n, seed):
 
 
 def _run(inputs, out, **kw):
-    job = pipeline.PatchJob(inputs=[str(i) for i in inputs], output=str(out), model="none", mode="space", **kw)
+    job = PatchJob(inputs=[str(i) for i in inputs], output=str(out), model="none", mode="space", **kw)
     result, prepared = pipeline.run_job(job)
     return pipeline.metric_totals(result), prepared
 

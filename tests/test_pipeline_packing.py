@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from bltdata import jobs, readers, shards
+from bltdata.patch_job import PatchJob
 from bltdata.pipelines import patch as pipeline
 
 SHARD_BYTES = 4096
@@ -29,7 +30,7 @@ def make_tiny_files(root: Path, n: int) -> int:
 
 
 def run(root, out, workers=1, **kw):
-    job = pipeline.PatchJob(inputs=[str(root)], output=str(out), mode="space", shard_bytes=SHARD_BYTES, **kw)
+    job = PatchJob(inputs=[str(root)], output=str(out), mode="space", shard_bytes=SHARD_BYTES, **kw)
     result, prepared = pipeline.run_job(job, workers=workers)
     return pipeline.metric_totals(result), prepared
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bltdata import jobs
+from bltdata import jobs, patch_job
 from bltdata.cli.main import main
 from bltdata.cli.progress import Progress, shown
 from bltdata.pipelines import patch as pipeline
@@ -35,9 +35,9 @@ def _corpus(root):
 
 def test_the_written_counter_stays_below_a_pack_until_its_shards_are_closed(tmp_path):
     size = _jsonl(tmp_path / "in" / "big.jsonl", 60, 60_000)
-    job = pipeline.PatchJob(inputs=[str(tmp_path / "in" / "big.jsonl")], output=str(tmp_path / "out"), model="none",
+    job = patch_job.PatchJob(inputs=[str(tmp_path / "in" / "big.jsonl")], output=str(tmp_path / "out"), model="none",
                             mode="space", shard_bytes=2 << 20)
-    prepared = pipeline.prepare(job)
+    prepared = patch_job.prepare(job)
     [pack] = prepared.pending_packs
     writer, patcher = pipeline.WriteShards(prepared), pipeline.PatchBatches(prepared.patcher)
     writer.start_bundle()
@@ -71,12 +71,12 @@ def test_patch_into_a_pipe_prints_plain_lines_and_counts_every_byte(tmp_path):
 
 def test_a_killed_run_counts_less_than_the_job_then_the_rest_of_it(tmp_path, reading_fails):
     total = _corpus(tmp_path / "in")
-    job = pipeline.PatchJob(inputs=[str(tmp_path / "in")], output=str(tmp_path / "out"), model="none", mode="space")
+    job = patch_job.PatchJob(inputs=[str(tmp_path / "in")], output=str(tmp_path / "out"), model="none", mode="space")
     with reading_fails("c.jsonl"), pytest.raises(Exception, match="injected failure"):
         pipeline.run_job(job)
     assert 0 <= jobs.read_progress(job.output)["raw_bytes"] < total
     _, prepared = pipeline.run_job(job)  # the re-run counts what it does: the packs not done before
-    rest = sum(pipeline.input_size(f.path) for f in prepared.pending)
+    rest = sum(jobs.input_size(f.path) for f in prepared.pending)
     assert 0 < rest <= total and jobs.read_progress(job.output)["raw_bytes"] == rest
 
 

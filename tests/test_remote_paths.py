@@ -13,6 +13,7 @@ from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.localfilesystem import LocalFileSystem
 
 from bltdata import fs, readers, shards
+from bltdata.patch_job import PatchJob
 from bltdata.pipelines import patch as pipeline
 
 SCHEME = "bltdatatest"
@@ -99,7 +100,7 @@ def test_pipeline_reads_and_writes_remote_paths(bucket, tmp_path):
     files = readers.list_inputs([f"{SCHEME}://in/"])
     assert [f.source for f in files] == ["a.jsonl", "sub/b.jsonl.gz"]
 
-    job = pipeline.PatchJob(inputs=[f"{SCHEME}://in/"], output=f"{SCHEME}://out", mode="space", shard_bytes=200)
+    job = PatchJob(inputs=[f"{SCHEME}://in/"], output=f"{SCHEME}://out", mode="space", shard_bytes=200)
     result, prepared = pipeline.run_job(job)
     counters = pipeline.metric_totals(result)
     assert counters["documents"] == 31 and counters["rejected"] == 1

@@ -28,11 +28,11 @@ from bltdata.entropy.checkpoint import import_reference as import_entropy, load_
 from bltdata.entropy.hf import from_hf_patcher, prefix_patcher_state, split_patcher_state, to_hf_patcher
 from bltdata.entropy.model import EntropyModel
 from bltdata.nn.sizes import swiglu_hidden
+from bltdata.patch_config import DEFAULT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
 ENTROPY_DIR = "entropy_model"
-DEFAULT_THRESHOLD = 1.335442066192627
 
 
 def _sub(config: dict, name: str, source: str) -> dict:
