@@ -33,7 +33,7 @@ def click_job(monkeypatch):
         seen["job"] = job
         return job
 
-    def run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask):
+    def run_with_progress(pipeline, prepared, beam_args, workers, runner, progress, dask, verbose=False):
         seen["run"] = PatchRun(workers=workers, **dask)
         raise Captured
 
