@@ -74,7 +74,10 @@ def test_calibrate_prints_theta(model_dir, corpus):
     assert len(result.stdout.splitlines()) == 1  # θ alone on stdout, for scripts
     theta = float(result.stdout)
     assert 0.0 < theta < 6.0
-    assert "mean patch 4.0" in result.stderr
+    # the nearest step of the mean-patch function: ties among a random model's entropies make steps of
+    # several patches (fp32 here gave 3.969, bf16 4.000)
+    mean = float(re.search(r"mean patch ([0-9.]+) bytes", result.stderr).group(1))
+    assert abs(mean - 4.0) < 0.08, result.stderr
 
 
 def test_train_command_writes_a_resumable_model(tmp_path, corpus):
