@@ -23,6 +23,7 @@ Run it from the command line with `bltdata patch`, or directly with any Beam run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import logging
@@ -35,7 +36,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from bltdata import batching, fs, jobs, readers, shards
+from bltdata import batching, fs, jobs, readers, shards, sink
 from bltdata.device import resolve_device, set_threads
 from bltdata.options import add_arguments, values_of
 from bltdata.patch_config import PatcherConfig
@@ -117,26 +118,24 @@ class ReadDocumentBatches(beam.DoFn):
             finished_raw += jobs.input_size(input_file.path)
 
 
-class _open_input:
-    """Context manager: (records iterator, raw-bytes-read function) for one input file."""
-
-    def __init__(self, input_file: readers.InputFile, **fields):
-        self.input_file, self.fields, self.handle = input_file, fields, None
-
-    def __enter__(self):
-        f = self.input_file
-        if f.format == "parquet" or fs.is_remote(f.path):
-            return readers.read_input(f, **self.fields), lambda: 0
-        try:
-            self.handle = _CountingReader(readers.open_local(f.path, buffering=0))
-        except readers.UnreadableInput as exc:  # a whole-file reject naming the path
-            return iter([readers.Reject(f.source, 0, str(exc))]), lambda: 0
-        stream = io.BufferedReader(self.handle, buffer_size=1 << 20)
-        return readers.read_records(stream, f.source, f.format, **self.fields), lambda: self.handle.count
-
-    def __exit__(self, *exc):
-        if self.handle is not None:
-            self.handle.raw.close()
+@contextlib.contextmanager
+def _open_input(input_file: readers.InputFile, **fields):
+    """(records iterator, raw-bytes-read function) for one input file; a file that cannot be
+    opened is one whole-file reject naming its path."""
+    f = input_file
+    if f.format == "parquet" or fs.is_remote(f.path):
+        yield readers.read_input(f, **fields), lambda: 0
+        return
+    try:
+        handle = _CountingReader(readers.open_local(f.path, buffering=0))
+    except readers.UnreadableInput as exc:
+        yield iter([readers.Reject(f.source, 0, str(exc))]), lambda: 0
+        return
+    try:
+        stream = io.BufferedReader(handle, buffer_size=1 << 20)
+        yield readers.read_records(stream, f.source, f.format, **fields), lambda: handle.count
+    finally:
+        handle.raw.close()
 
 
 def _write_rejects(out_dir: str, key: str, rejects: list[dict]) -> int:
@@ -253,7 +252,7 @@ class WriteShards(beam.DoFn):
         self.write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
 
     def start_bundle(self):
-        self.sink = batching.ShardSink(self.out_dir, **self.options)
+        self.sink = sink.ShardSink(self.out_dir, **self.options)
         self.progress: dict[str, jobs.ProgressFile] = {}
 
     def process(self, batch: batching.DocBatch):
@@ -275,7 +274,7 @@ class WriteShards(beam.DoFn):
         if record is not None:
             progress.update(raw_bytes=batch.raw_end, force=True)
             del self.progress[batch.key]
-        elif not batch.last_in_file:  # a last batch held for earlier ones does not finish the pack
+        else:
             progress.update(raw_bytes=batch.raw_end)
 
     def finish_bundle(self):
