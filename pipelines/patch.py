@@ -2,7 +2,8 @@
 
     input files ─► Reshuffle (file metadata only) ─► ReadDocumentBatches ─► ScoreDocBatches
         (EntropyModelHandler: batched, exact chunking) ─► PatchBatches ─► WriteShards
-        ─► (all files done) WriteManifest
+    ReadDocumentBatches' `rejects` output (one element per pack) ─► WriteRejects
+    (all packs done: WriteShards and WriteRejects both) ─► WriteManifest
 
 Each input file is read by one worker, which cuts its documents into `DocBatch`es in file
 order; the batches pass through scoring and patching in the same fused stage and reach the
@@ -69,14 +70,22 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
+REJECTS = "rejects"  # ReadDocumentBatches' tagged output: (pack key, [reject dict, ...]), one per pack
+
+
 class ReadDocumentBatches(beam.DoFn):
-    """One input file → its `DocBatch`es in file order; rejects go to `rejected/<key>.jsonl`."""
+    """One pack → its `DocBatch`es in file order; its rejects, whole, on the `REJECTS` output.
+
+    The rejects are emitted once per pack, with the last batch (an empty list too, so that
+    `WriteRejects` removes a file left by an earlier attempt); the last batch carries their
+    count, which its completion record keeps, so a resumed run can tell that a pack's
+    rejects are missing (`jobs.read_done`).
+    """
 
     def __init__(self, job: PatchJob):
         self.job = job
         self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
         self.bytes = Metrics.counter(METRICS_NAMESPACE, "bytes")
-        self.rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
         self.read_ms = Metrics.counter(METRICS_NAMESPACE, "read_ms")
 
     def process(self, pack: jobs.Pack) -> Iterable[batching.DocBatch]:
@@ -95,10 +104,10 @@ class ReadDocumentBatches(beam.DoFn):
                 for f in pack.files:
                     if fs.input_stat(f.path) != before[f.source]:
                         raise RuntimeError(f"{f.source} changed while it was being read; run again")
-                batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
+                batch.rejected = len(rejects)
                 batch.input_stat = jobs.pack_stat(pack, before)
                 batch.raw_end = pack_bytes
-                self.rejected.inc(batch.rejected)
+                yield beam.pvalue.TaggedOutput(REJECTS, (pack.key, rejects))
             yield batch
             started = time.perf_counter()
 
@@ -138,10 +147,27 @@ def _open_input(input_file: readers.InputFile, **fields):
         handle.raw.close()
 
 
-def _write_rejects(out_dir: str, key: str, rejects: list[dict]) -> int:
-    if not rejects:  # a file left by an earlier, interrupted attempt
-        fs.remove(fs.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl"))
-    return shards.write_rejects(out_dir, key, rejects)
+def _is_batch(element) -> bool:
+    return isinstance(element, batching.DocBatch)
+
+
+def _is_not_batch(element) -> bool:
+    return not isinstance(element, batching.DocBatch)
+
+
+class WriteRejects(beam.DoFn):
+    """(pack key, rejects) → `rejected/<key>.jsonl`, written whole and atomically; yields the key."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
+
+    def process(self, element: tuple[str, list[dict]]):
+        key, rejects = element
+        if not rejects:  # a file left by an earlier, interrupted attempt
+            fs.remove(jobs.rejects_path(self.out_dir, key))
+        self.rejected.inc(shards.write_rejects(self.out_dir, key, rejects))
+        yield key
 
 
 class EntropyModelHandler(ModelHandler):
@@ -293,7 +319,7 @@ class WriteManifest(beam.DoFn):
         self.patcher = prepared.patcher.to_dict()
         self.entropy_model = prepared.entropy_model
 
-    def process(self, finished_sources: list[str]):
+    def process(self, finished: list[str]):  # sources (shards) and keys (rejects)
         manifest = jobs.finish(self.out_dir, self.packs, self.params, patcher=self.patcher,
                                entropy_model=self.entropy_model)
         yield manifest.totals
@@ -311,9 +337,15 @@ class PatchCorpus(beam.PTransform):
 
     def expand(self, files):
         job = self.prepared.job
-        batches = (files
-                   | "SpreadFiles" >> beam.Reshuffle()
-                   | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
+        read = (files
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)).with_outputs(REJECTS, main="batches"))
+        # Beam 2.77's DaskRunner gives every consumer of a multi-output ParDo all its outputs
+        # (its bags are per transform, not per output): each branch keeps only its own kind.
+        batches = read.batches | "OnlyBatches" >> beam.Filter(_is_batch)
+        rejects = (read[REJECTS]
+                   | "OnlyRejects" >> beam.Filter(_is_not_batch)
+                   | "WriteRejects" >> beam.ParDo(WriteRejects(job.output)))
         if job.needs_model:
             handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
                                           threads=job.threads, compile=job.compile, precision=job.precision)
@@ -321,7 +353,9 @@ class PatchCorpus(beam.PTransform):
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
                     | "WriteShards" >> beam.ParDo(WriteShards(self.prepared)))
-        return (finished
+        # The manifest waits for both branches: a pack is complete with its shards and its rejects.
+        return ((finished, rejects)
+                | "ShardsAndRejects" >> beam.Flatten()
                 | "AllFilesDone" >> beam.combiners.ToList()
                 | "WriteManifest" >> beam.ParDo(WriteManifest(self.prepared)))
 
