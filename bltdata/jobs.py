@@ -7,6 +7,7 @@ from and its position there — never on the number of workers, the runner or th
 When every shard of a pack is in place, a small *completion record* is written under
 `OUT/.bltdata/done/`; a re-run skips the packs whose record exists (and matches the job's
 parameters, the packing plan's fingerprint included), which is how a killed run is finished.
+A record counts only while the pack's shards and its rejects file are in place (`read_done`).
 The manifest is built last, from the completion records of all packs.
 
 Layout of an output directory:
