@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from bltdata import jobs, shards
-from bltdata.batching import DocBatch, iter_doc_batches
+from bltdata.batching import iter_doc_batches
 from bltdata.readers import Document
 from bltdata.sink import BatchOrderError, ShardSink
 
