@@ -136,10 +136,15 @@ def _open_input(input_file: readers.InputFile, **fields):
         yield readers.read_input(f, **fields), lambda: 0
         return
     try:
-        handle = _CountingReader(readers.open_local(f.path, buffering=0))
+        raw = readers.open_local(f.path, buffering=0)
     except readers.UnreadableInput as exc:
-        yield iter([readers.Reject(f.source, 0, str(exc))]), lambda: 0
+        unreadable = readers.Reject(f.source, 0, str(exc))
+    else:
+        unreadable = None
+    if unreadable is not None:  # yielded outside the except: an error in the body is not chained to it
+        yield iter([unreadable]), lambda: 0
         return
+    handle = _CountingReader(raw)
     try:
         stream = io.BufferedReader(handle, buffer_size=1 << 20)
         yield readers.read_records(stream, f.source, f.format, **fields), lambda: handle.count
