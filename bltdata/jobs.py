@@ -7,6 +7,7 @@ from and its position there — never on the number of workers, the runner or th
 When every shard of a pack is in place, a small *completion record* is written under
 `OUT/.bltdata/done/`; a re-run skips the packs whose record exists (and matches the job's
 parameters, the packing plan's fingerprint included), which is how a killed run is finished.
+A record counts only while the pack's shards and its rejects file are in place (`read_done`).
 The manifest is built last, from the completion records of all packs.
 
 Layout of an output directory:
@@ -197,8 +198,19 @@ def write_done(out_dir: str | os.PathLike, record: FileRecord) -> None:
     fs.write_text_atomic(done_path(out_dir, record.key), json.dumps(record.to_dict(), sort_keys=True))
 
 
+def rejects_path(out_dir: str | os.PathLike, key: str) -> str:
+    return fs.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl")
+
+
 def read_done(out_dir: str | os.PathLike, key: str, *, data_dir: str) -> FileRecord | None:
-    """The completion record of an input, if its shards are all still in place (in `data_dir`)."""
+    """The completion record of a pack, if all it made is still in place: else None (redo it).
+
+    "All it made" is its shards (in `data_dir`, at their recorded sizes) and its rejects:
+    `rejected/<key>.jsonl` with `record.rejected` lines, or no such file when it had none.
+    The pipeline writes the rejects and the record on two branches with no order between
+    them, so a run killed between the two leaves a record whose rejects are missing (or
+    stale); this check is what makes such a pack be redone.
+    """
     path = done_path(out_dir, key)
     if not fs.exists(path):
         return None
@@ -207,7 +219,14 @@ def read_done(out_dir: str | os.PathLike, key: str, *, data_dir: str) -> FileRec
         shard = fs.join(shard_dir(out_dir, data_dir), info.file)
         if not fs.exists(shard) or fs.size(shard) != info.size:
             return None
-    return record
+    return record if _rejects_in_place(out_dir, record) else None
+
+
+def _rejects_in_place(out_dir: str | os.PathLike, record: FileRecord) -> bool:
+    path = rejects_path(out_dir, record.key)
+    if not fs.exists(path):
+        return record.rejected == 0
+    return fs.read_text(path).count("\n") == record.rejected  # one JSON line each; JSON escapes newlines
 
 
 def changed_inputs(out_dir: str | os.PathLike, done: list[tuple[FileRecord, dict | None]]) -> None:

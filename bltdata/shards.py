@@ -67,6 +67,17 @@ _BASE_FIELDS = [
 _ENTROPY_FIELD = pa.field("entropies", pa.list_(pa.field("item", pa.float16(), nullable=False)), nullable=True)
 
 
+def stored_precision(entropies: np.ndarray) -> np.ndarray:
+    """Entropies rounded to float16 (as shards store them), back in float32.
+
+    The pipeline patches on these rounded values, so patching the entropies stored in a
+    shard (`bltdata repatch`) reproduces its boundaries exactly; it also makes it rare that
+    floating-point noise (batch composition, device) moves a boundary: only a value that
+    straddles a float16 rounding edge can change.
+    """
+    return np.asarray(entropies, dtype=np.float32).astype(np.float16).astype(np.float32)
+
+
 def shard_schema(store_entropies: bool, metadata: dict[bytes, bytes] | None = None) -> pa.Schema:
     """The Arrow schema of a v1 shard, with or without the optional `entropies` column."""
     fields = _BASE_FIELDS + ([_ENTROPY_FIELD] if store_entropies else [])

@@ -2,7 +2,8 @@
 
     input files ─► Reshuffle (file metadata only) ─► ReadDocumentBatches ─► ScoreDocBatches
         (EntropyModelHandler: batched, exact chunking) ─► PatchBatches ─► WriteShards
-        ─► (all files done) WriteManifest
+    ReadDocumentBatches' `rejects` output (one element per pack) ─► WriteRejects
+    (all packs done: WriteShards and WriteRejects both) ─► WriteManifest
 
 Each input file is read by one worker, which cuts its documents into `DocBatch`es in file
 order; the batches pass through scoring and patching in the same fused stage and reach the
@@ -23,6 +24,7 @@ Run it from the command line with `bltdata patch`, or directly with any Beam run
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import logging
@@ -35,7 +37,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from bltdata import batching, fs, jobs, readers, shards
+from bltdata import batching, fs, jobs, readers, shards, sink
 from bltdata.device import resolve_device, set_threads
 from bltdata.options import add_arguments, values_of
 from bltdata.patch_config import PatcherConfig
@@ -68,14 +70,22 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
+REJECTS = "rejects"  # ReadDocumentBatches' tagged output: (pack key, [reject dict, ...]), one per pack
+
+
 class ReadDocumentBatches(beam.DoFn):
-    """One input file → its `DocBatch`es in file order; rejects go to `rejected/<key>.jsonl`."""
+    """One pack → its `DocBatch`es in file order; its rejects, whole, on the `REJECTS` output.
+
+    The rejects are emitted once per pack, with the last batch (an empty list too, so that
+    `WriteRejects` removes a file left by an earlier attempt); the last batch carries their
+    count, which its completion record keeps, so a resumed run can tell that a pack's
+    rejects are missing (`jobs.read_done`).
+    """
 
     def __init__(self, job: PatchJob):
         self.job = job
         self.documents = Metrics.counter(METRICS_NAMESPACE, "documents")
         self.bytes = Metrics.counter(METRICS_NAMESPACE, "bytes")
-        self.rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
         self.read_ms = Metrics.counter(METRICS_NAMESPACE, "read_ms")
 
     def process(self, pack: jobs.Pack) -> Iterable[batching.DocBatch]:
@@ -94,10 +104,10 @@ class ReadDocumentBatches(beam.DoFn):
                 for f in pack.files:
                     if fs.input_stat(f.path) != before[f.source]:
                         raise RuntimeError(f"{f.source} changed while it was being read; run again")
-                batch.rejected = _write_rejects(self.job.output, pack.key, rejects)
+                batch.rejected = len(rejects)
                 batch.input_stat = jobs.pack_stat(pack, before)
                 batch.raw_end = pack_bytes
-                self.rejected.inc(batch.rejected)
+                yield beam.pvalue.TaggedOutput(REJECTS, (pack.key, rejects))
             yield batch
             started = time.perf_counter()
 
@@ -117,32 +127,52 @@ class ReadDocumentBatches(beam.DoFn):
             finished_raw += jobs.input_size(input_file.path)
 
 
-class _open_input:
-    """Context manager: (records iterator, raw-bytes-read function) for one input file."""
+@contextlib.contextmanager
+def _open_input(input_file: readers.InputFile, **fields):
+    """(records iterator, raw-bytes-read function) for one input file; a file that cannot be
+    opened is one whole-file reject naming its path."""
+    f = input_file
+    if f.format == "parquet" or fs.is_remote(f.path):
+        yield readers.read_input(f, **fields), lambda: 0
+        return
+    try:
+        raw = readers.open_local(f.path, buffering=0)
+    except readers.UnreadableInput as exc:
+        unreadable = readers.Reject(f.source, 0, str(exc))
+    else:
+        unreadable = None
+    if unreadable is not None:  # yielded outside the except: an error in the body is not chained to it
+        yield iter([unreadable]), lambda: 0
+        return
+    handle = _CountingReader(raw)
+    try:
+        stream = io.BufferedReader(handle, buffer_size=1 << 20)
+        yield readers.read_records(stream, f.source, f.format, **fields), lambda: handle.count
+    finally:
+        handle.raw.close()
 
-    def __init__(self, input_file: readers.InputFile, **fields):
-        self.input_file, self.fields, self.handle = input_file, fields, None
 
-    def __enter__(self):
-        f = self.input_file
-        if f.format == "parquet" or fs.is_remote(f.path):
-            return readers.read_input(f, **self.fields), lambda: 0
-        try:
-            self.handle = _CountingReader(readers.open_local(f.path, buffering=0))
-        except readers.UnreadableInput as exc:  # a whole-file reject naming the path
-            return iter([readers.Reject(f.source, 0, str(exc))]), lambda: 0
-        stream = io.BufferedReader(self.handle, buffer_size=1 << 20)
-        return readers.read_records(stream, f.source, f.format, **self.fields), lambda: self.handle.count
-
-    def __exit__(self, *exc):
-        if self.handle is not None:
-            self.handle.raw.close()
+def _is_batch(element) -> bool:
+    return isinstance(element, batching.DocBatch)
 
 
-def _write_rejects(out_dir: str, key: str, rejects: list[dict]) -> int:
-    if not rejects:  # a file left by an earlier, interrupted attempt
-        fs.remove(fs.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl"))
-    return shards.write_rejects(out_dir, key, rejects)
+def _is_not_batch(element) -> bool:
+    return not isinstance(element, batching.DocBatch)
+
+
+class WriteRejects(beam.DoFn):
+    """(pack key, rejects) → `rejected/<key>.jsonl`, written whole and atomically; yields the key."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.rejected = Metrics.counter(METRICS_NAMESPACE, "rejected")
+
+    def process(self, element: tuple[str, list[dict]]):
+        key, rejects = element
+        if not rejects:  # a file left by an earlier, interrupted attempt
+            fs.remove(jobs.rejects_path(self.out_dir, key))
+        self.rejected.inc(shards.write_rejects(self.out_dir, key, rejects))
+        yield key
 
 
 class EntropyModelHandler(ModelHandler):
@@ -253,7 +283,7 @@ class WriteShards(beam.DoFn):
         self.write_ms = Metrics.counter(METRICS_NAMESPACE, "write_ms")
 
     def start_bundle(self):
-        self.sink = batching.ShardSink(self.out_dir, **self.options)
+        self.sink = sink.ShardSink(self.out_dir, **self.options)
         self.progress: dict[str, jobs.ProgressFile] = {}
 
     def process(self, batch: batching.DocBatch):
@@ -275,7 +305,7 @@ class WriteShards(beam.DoFn):
         if record is not None:
             progress.update(raw_bytes=batch.raw_end, force=True)
             del self.progress[batch.key]
-        elif not batch.last_in_file:  # a last batch held for earlier ones does not finish the pack
+        else:
             progress.update(raw_bytes=batch.raw_end)
 
     def finish_bundle(self):
@@ -294,7 +324,7 @@ class WriteManifest(beam.DoFn):
         self.patcher = prepared.patcher.to_dict()
         self.entropy_model = prepared.entropy_model
 
-    def process(self, finished_sources: list[str]):
+    def process(self, finished: list[str]):  # sources (shards) and keys (rejects)
         manifest = jobs.finish(self.out_dir, self.packs, self.params, patcher=self.patcher,
                                entropy_model=self.entropy_model)
         yield manifest.totals
@@ -312,9 +342,15 @@ class PatchCorpus(beam.PTransform):
 
     def expand(self, files):
         job = self.prepared.job
-        batches = (files
-                   | "SpreadFiles" >> beam.Reshuffle()
-                   | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)))
+        read = (files
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadDocumentBatches" >> beam.ParDo(ReadDocumentBatches(job)).with_outputs(REJECTS, main="batches"))
+        # Beam 2.77's DaskRunner gives every consumer of a multi-output ParDo all its outputs
+        # (its bags are per transform, not per output): each branch keeps only its own kind.
+        batches = read.batches | "OnlyBatches" >> beam.Filter(_is_batch)
+        rejects = (read[REJECTS]
+                   | "OnlyRejects" >> beam.Filter(_is_not_batch)
+                   | "WriteRejects" >> beam.ParDo(WriteRejects(job.output)))
         if job.needs_model:
             handler = EntropyModelHandler(job.model, device=job.device, batch_bytes=job.batch_bytes,
                                           threads=job.threads, compile=job.compile, precision=job.precision)
@@ -322,7 +358,9 @@ class PatchCorpus(beam.PTransform):
         finished = (batches
                     | "PatchBatches" >> beam.ParDo(PatchBatches(self.prepared.patcher))
                     | "WriteShards" >> beam.ParDo(WriteShards(self.prepared)))
-        return (finished
+        # The manifest waits for both branches: a pack is complete with its shards and its rejects.
+        return ((finished, rejects)
+                | "ShardsAndRejects" >> beam.Flatten()
                 | "AllFilesDone" >> beam.combiners.ToList()
                 | "WriteManifest" >> beam.ParDo(WriteManifest(self.prepared)))
 

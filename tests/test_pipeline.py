@@ -11,7 +11,7 @@ import pytest
 import zstandard
 
 from bltdata import jobs, readers, shards
-from bltdata.batching import stored_precision
+from bltdata.shards import stored_precision
 from bltdata.patch_job import PatchJob, prepare
 from bltdata.patching import PatcherConfig, patch_lengths
 from bltdata.pipelines import patch as pipeline

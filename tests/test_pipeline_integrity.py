@@ -151,6 +151,45 @@ def test_out_inside_the_input_directory_reruns(tmp_path):
     assert shards.read_manifest(corpus / "out").totals["documents"] == 5
 
 
+def _rejects_corpus(root):
+    root.mkdir()
+    (root / "a.jsonl").write_text("".join(_lines(20, 1)[:7]) + "{broken\n" + json.dumps({"text": 3}) + "\n"
+                                  + "".join(_lines(20, 1)[7:]))
+    (root / "b.jsonl").write_text("".join(_lines(12, 2)))  # no rejects
+    return root
+
+
+@pytest.mark.parametrize("lost", ["missing", "short", "stale"])
+def test_a_pack_whose_rejects_did_not_land_is_redone_identically(tmp_path, lost):
+    """Killed after a pack's completion record but before its rejects file was written (the two
+    are separate branches of the graph): the re-run redoes that pack, and only it."""
+    from bltdata import jobs
+
+    corpus = _rejects_corpus(tmp_path / "in")
+    _run([corpus], tmp_path / "whole", shard_bytes=400)
+    out = tmp_path / "out"
+    _run([corpus], out, shard_bytes=400)
+    key_a, key_b = jobs.file_key("a.jsonl"), jobs.file_key("b.jsonl")
+    assert jobs.read_done(out, key_a, data_dir="data").rejected == 2
+    if lost == "missing":  # the rejects file never written
+        (out / "rejected" / f"{key_a}.jsonl").unlink()
+    elif lost == "short":  # not possible with atomic writes, but a record count that disagrees
+        text = (out / "rejected" / f"{key_a}.jsonl").read_text()
+        (out / "rejected" / f"{key_a}.jsonl").write_text(text.splitlines(keepends=True)[0])
+    else:  # b had rejects in an earlier attempt; its removal did not land after its record
+        (out / "rejected" / f"{key_b}.jsonl").write_text('{"reason": "old"}\n')
+    (out / "manifest.json").unlink()  # the run was killed before the manifest
+    redo = key_b if lost == "stale" else key_a
+    assert jobs.read_done(out, redo, data_dir="data") is None
+    assert jobs.read_done(out, key_b if redo == key_a else key_a, data_dir="data") is not None
+
+    counters, prepared = _run([corpus], out, shard_bytes=400)
+    assert [p.key for p in prepared.pending_packs] == [redo]
+    assert counters["rejected"] == (0 if lost == "stale" else 2)
+    assert _user_files(out) == _user_files(tmp_path / "whole") and len(_user_files(out)) > 3
+    assert shards.read_manifest(out).totals["rejected"] == 2 == len(_rejected(out))
+
+
 # ----------------------------------------------------------------------------- stale inputs
 
 
