@@ -668,3 +668,18 @@ def test_a_loaded_state_names_the_first_worker_of_a_plain_dataloader(dataset_dir
     ds.load_state_dict(loader.state_dict())
     assert ds.resume_first_worker(2) == 1
     assert ds.resume_first_worker(3) == 0  # saved by a loader with other workers: no shift
+
+
+def test_a_shard_of_another_size_is_refused_with_the_message_verify_gives(tmp_path):
+    path = tmp_path / "data"
+    write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=3)
+    shard = shards.shard_files(path)[1]
+    listed = shards.read_manifest(path).shards[1].size
+    with open(shard, "ab") as f:
+        f.write(b"\0" * 5)
+    message = f"size {listed + 5} differs from the manifest's {listed} (truncated or replaced?)"
+    (problem,) = shards.validate(path)
+    assert problem.file == str(shard) and problem.message == message
+    with pytest.raises(ShardMismatchError) as err:
+        list(PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle=False)).slot_stream())
+    assert str(err.value).startswith(f"{shard}: {message}")
