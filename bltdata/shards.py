@@ -638,7 +638,8 @@ def _validate_listed_shard(manifest: Manifest, shard: ShardInfo) -> list[Problem
 
 def shard_size_problem(shard: ShardInfo, size: int) -> str | None:
     """Why a listed shard whose file has `size` bytes is not the one its manifest entry describes
-    (None: the sizes agree). The one size check: `validate` reports it, the loader raises it."""
+    (None: the sizes agree). The one size check: `validate` reports it, the loader raises it, and a
+    resumed job redoes a pack whose shard fails it (`jobs.read_done`)."""
     if size == shard.size:
         return None
     return f"size {size} differs from the manifest's {shard.size} (truncated or replaced?)"
