@@ -636,15 +636,24 @@ def _validate_listed_shard(manifest: Manifest, shard: ShardInfo) -> list[Problem
     name = str(path)
     if not path.exists():
         return [Problem(name, "listed in the manifest but missing")]
-    size = path.stat().st_size
-    if size != shard.size:
-        return [Problem(name, f"size {size} differs from the manifest's {shard.size} (truncated or replaced?)")]
+    size_problem = shard_size_problem(shard, path.stat().st_size)
+    if size_problem:
+        return [Problem(name, size_problem)]
     if sha256_file(path) != shard.sha256:
         return [Problem(name, "sha256 differs from the manifest (file corrupted or replaced)")]
     problems, figures = scan_shard(path)
     if problems:
         return problems
     return [Problem(name, message) for message in _figure_problems(shard, figures)]
+
+
+def shard_size_problem(shard: ShardInfo, size: int) -> str | None:
+    """Why a listed shard whose file has `size` bytes is not the one its manifest entry describes
+    (None: the sizes agree). The one size check: `validate` reports it, the loader raises it, and a
+    resumed job redoes a pack whose shard fails it (`jobs.read_done`)."""
+    if size == shard.size:
+        return None
+    return f"size {size} differs from the manifest's {shard.size} (truncated or replaced?)"
 
 
 def _figure_problems(shard: ShardInfo, figures: ShardFigures) -> list[str]:

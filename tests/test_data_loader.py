@@ -637,3 +637,49 @@ def test_elastic_resume_of_stateful_dataloaders_through_the_dataset(dataset_dir,
         after += got
     assert len(before) == 11 and len(set(per_rank)) == 1 and per_rank[0] > 0
     np.testing.assert_array_equal(delivered_counts(before + after), expected_counts(docs))
+
+
+def test_with_states_attaches_each_slot_state_and_leaves_the_dataset_plain(dataset_dir):
+    path, _ = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, shuffle_window=2)
+    ds = PatchedDataset(path, config)
+    stream = PatchedDataset(path, config).slot_stream()
+    expected = []
+    for _ in range(4):
+        expected.append(next(stream))
+        expected[-1]["_state"] = stream.state()
+    with_states = take(iter(ds.with_states()), 4)
+    assert [b["_state"]["sources"][0]["position"] for b in with_states] == \
+        [b["_state"]["sources"][0]["position"] for b in expected]
+    assert [b["_state"] for b in with_states] == [b["_state"] for b in expected]
+    assert len({b["_state"]["sources"][0]["position"] for b in with_states}) == 4  # each one moves on
+    assert_same_batches([{k: v for k, v in b.items() if k != "_state"} for b in with_states],
+                        [{k: v for k, v in b.items() if k != "_state"} for b in expected])
+    assert all("_state" not in b for b in take(iter(ds), 4))  # the dataset's own batches stay plain
+
+
+def test_a_loaded_state_names_the_first_worker_of_a_plain_dataloader(dataset_dir):
+    path, _ = dataset_dir
+    config = DataConfig(seq_len=L, batch_size=2, shuffle_window=2)
+    loader = ResumableLoader(PatchedDataset(path, config), num_workers=2)
+    take(loader, 3)  # workers 0, 1, 0: worker 1 comes next
+    ds = PatchedDataset(path, config)
+    assert ds.resume_first_worker(2) == 0  # nothing loaded
+    ds.load_state_dict(loader.state_dict())
+    assert ds.resume_first_worker(2) == 1
+    assert ds.resume_first_worker(3) == 0  # saved by a loader with other workers: no shift
+
+
+def test_a_shard_of_another_size_is_refused_with_the_message_verify_gives(tmp_path):
+    path = tmp_path / "data"
+    write_constant_docs(path, n_shards=2, docs_per_shard=20, seed=3)
+    shard = shards.shard_files(path)[1]
+    listed = shards.read_manifest(path).shards[1].size
+    with open(shard, "ab") as f:
+        f.write(b"\0" * 5)
+    message = f"size {listed + 5} differs from the manifest's {listed} (truncated or replaced?)"
+    (problem,) = shards.validate(path)
+    assert problem.file == str(shard) and problem.message == message
+    with pytest.raises(ShardMismatchError) as err:
+        list(PatchedDataset(path, DataConfig(seq_len=L, batch_size=2, epochs=1, shuffle=False)).slot_stream())
+    assert str(err.value).startswith(f"{shard}: {message}")

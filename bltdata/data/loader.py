@@ -394,7 +394,6 @@ class PatchedDataset(IterableDataset):
         self._resume: Resume | None = None
         self._merged: Resume | None = None
         self._live: _SlotStream | None = None
-        self.emit_state = False  # ResumableLoader: attach the slot state to every batch as "_state"
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -408,9 +407,7 @@ class PatchedDataset(IterableDataset):
         if worker is None:
             info = get_worker_info()
             worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        r = self._resume
-        if r is not None and r.shift is not None and r.shift[0] == num_workers:
-            worker = (worker + r.shift[1]) % num_workers
+        worker = (worker + self.resume_first_worker(num_workers)) % num_workers
         return self.rank * num_workers + worker, self.world_size * num_workers
 
     def _start(self, slot: int, num_slots: int) -> tuple[list[Plan], dict | None]:
@@ -442,21 +439,37 @@ class PatchedDataset(IterableDataset):
         """This process's batches. A loaded state applies to the next iteration only: later ones
         start the run from its beginning, as they would had the state never been loaded (and as
         an uninterrupted loader's next pass does)."""
+        return self._iterate(with_states=False)
+
+    def with_states(self) -> "BatchesWithStates":
+        """This dataset as an IterableDataset whose batches also carry their slot's state after
+        them, as `batch["_state"]` (what `ResumableLoader` hands to a DataLoader). The dataset
+        itself is unchanged: other iterations of it yield plain batches."""
+        return BatchesWithStates(self)
+
+    def _iterate(self, *, with_states: bool) -> Iterator[dict]:
         slot, num_slots = self._slot()
         plans, saved = self._start(slot, num_slots)
         self._live = _SlotStream(self, slot, num_slots, plans, saved)
         self.forget_resume()
-        return self._tensors(self._live)
+        return self._tensors(self._live, with_states)
+
+    def resume_first_worker(self, num_workers: int) -> int:
+        """The worker whose batch comes first in the next iteration of a plain DataLoader with
+        `num_workers` workers: the one after the last batch of the loaded state when it was saved
+        by a loader of as many workers (`ResumableLoader`), else 0."""
+        r = self._resume
+        return r.shift[1] if r is not None and r.shift is not None and r.shift[0] == num_workers else 0
 
     def forget_resume(self) -> None:
         """Drop the loaded state: the next iteration starts the run from its beginning."""
         self._resume = self._merged = None
 
-    def _tensors(self, stream: _SlotStream) -> Iterator[dict]:
+    def _tensors(self, stream: _SlotStream, with_states: bool) -> Iterator[dict]:
         in_worker = get_worker_info() is not None
         options = {"max_patches": self.config.max_patches, "cu_seqlens": self.config.cu_seqlens}
         for packed, extras in stream:
-            if self.emit_state:
+            if with_states:
                 extras["_state"] = stream.state()
             yield _FromWorker(packed, options, extras) if in_worker else expand_batch(packed, options, extras)
 
@@ -496,6 +509,18 @@ class PatchedDataset(IterableDataset):
         return self.tokens_per_epoch // (self.world_size * c.batch_size * c.seq_len)
 
 
+class BatchesWithStates(IterableDataset):
+    """A PatchedDataset's batches, each with its slot's state after it as `batch["_state"]`
+    (`PatchedDataset.with_states`). Workers iterate their copy of it as they would the dataset."""
+
+    def __init__(self, dataset: PatchedDataset):
+        super().__init__()
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.dataset._iterate(with_states=True)
+
+
 class ResumableLoader:
     """A plain `torch.utils.data.DataLoader` over a PatchedDataset that can save its position.
 
@@ -521,29 +546,23 @@ class ResumableLoader:
         the beginning of the run)."""
         k = self._logical_workers()
         first = [self.dataset.slot_stream(w, k).state() for w in range(k)]
-        r = self.dataset._resume
-        next_worker = r.shift[1] if r is not None and r.shift is not None and r.shift[0] == k else 0
-        return {int(st["slot"]) - self.dataset.rank * k: st for st in first}, next_worker
+        return {int(st["slot"]) - self.dataset.rank * k: st for st in first}, self.dataset.resume_first_worker(k)
 
     def __iter__(self) -> Iterator[dict]:
         from torch.utils.data import DataLoader
 
         k = self._logical_workers()
         self._states, self._next = self._starting_point()
-        self.dataset.emit_state = True
-        try:
-            batches = iter(DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                                      **self.loader_kwargs))
-            self.dataset.forget_resume()  # the workers (or the iterator) hold it now: used once
-            for batch in batches:
-                state = batch.pop("_state")
-                worker = int(state["slot"]) - self.dataset.rank * k
-                self._states[worker] = state
-                self._next = (worker + 1) % k
-                yield batch
-            self._states = None  # the pass is over: a state saved now starts the next one
-        finally:
-            self.dataset.emit_state = False
+        batches = iter(DataLoader(self.dataset.with_states(), batch_size=None, num_workers=self.num_workers,
+                                  **self.loader_kwargs))
+        self.dataset.forget_resume()  # the workers (or the iterator) hold it now: used once
+        for batch in batches:
+            state = batch.pop("_state")
+            worker = int(state["slot"]) - self.dataset.rank * k
+            self._states[worker] = state
+            self._next = (worker + 1) % k
+            yield batch
+        self._states = None  # the pass is over: a state saved now starts the next one
 
     def state_dict(self) -> dict:
         """Where this loader stands: after the last batch handed out, or — before the first batch, or

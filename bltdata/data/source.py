@@ -145,32 +145,31 @@ class ManifestSource:
                 self._epochs.popitem(last=False)
         return self._epochs[e]
 
-    def _open(self, shard: int) -> tuple[pa.MemoryMappedFile, pq.ParquetFile]:
-        """Open a shard for one read. Not cached: opening costs ~0.2 ms, and a shard kept open
-        would keep every page read from it mapped, so RSS would grow with the shard."""
-        info = self.manifest.shards[shard]
+    def _open(self, info: shards.ShardInfo) -> tuple[Path, pa.MemoryMappedFile, pq.ParquetFile]:
+        """Open a listed shard for one read: its path (the manifest's `shard_path`), the memory map and
+        the Parquet file. Not cached: opening costs ~0.2 ms, and a shard kept open would keep every
+        page read from it mapped, so RSS would grow with the shard."""
         path = self.manifest.shard_path(info)
         try:
             mapped = pa.memory_map(str(path))
         except FileNotFoundError:
             raise ShardMismatchError(f"{path}: missing, but listed in {self.path}") from None
-        if mapped.size() != info.size:
-            raise ShardMismatchError(f"{path}: size {mapped.size()} differs from {info.size} in {self.path} "
-                                     f"(shard replaced or truncated since the manifest was written)")
+        size_problem = shards.shard_size_problem(info, mapped.size())
+        if size_problem:
+            raise ShardMismatchError(f"{path}: {size_problem}; manifest {self.path}")
         try:
             pf = shards.open_shard(mapped)
         except (OSError, pa.ArrowException) as e:
             raise ShardMismatchError(f"{path}: not a readable Parquet file ({e}); {self.path} lists it") from None
         if pf.num_row_groups != info.row_groups:
             raise ShardMismatchError(f"{path}: {pf.num_row_groups} row groups, {self.path} lists {info.row_groups}")
-        return mapped, pf
+        return path, mapped, pf
 
     def read_row_group(self, rg: int) -> tuple[pa.Array, pa.Array]:
         """(bytes, patch_lengths) of one row group (flat id), checked against the manifest."""
         shard, index = int(self.row_group_shard[rg]), int(self.row_group_index[rg])
         info = self.manifest.shards[shard]
-        shard_path = self.manifest.shard_path(info)
-        mapped, pf = self._open(shard)
+        shard_path, mapped, pf = self._open(info)
         if info.row_group_sha256 and shards.row_group_digest(mapped, pf.metadata, index) != info.row_group_sha256[index]:
             raise ShardMismatchError(f"{shard_path}: row group {index} differs from its sha256 in {self.path} "
                                      f"(shard replaced, forged or corrupted since the manifest was written)")
