@@ -26,8 +26,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from bltdata.arrow import binary_flat, list_flat
-from bltdata.inspect.columns import drop_last_per_row
+from bltdata.arrow import binary_flat, drop_last_per_row, list_flat
 from bltdata.patching import PatcherConfig, calibrate_threshold, patch_batch
 from bltdata.shards import (DATA_DIR, REJECTED_DIR, ShardInfo, ShardWriter, data_path,
                             manifest_path, open_shard, read_manifest, read_metadata, staging_path, write_manifest,
