@@ -350,7 +350,7 @@ def repatch(path, output, mode, threshold, target_patch_size, threshold_add, max
       bltdata repatch shards/ -o shards_t2/ --threshold 2.0
       bltdata repatch shards/ -o shards_p6/ --target-patch-size 6 --max-patch-length 16
     """
-    from bltdata.inspect.repatch import repatch_directory
+    from bltdata.convert.repatch import repatch_directory
     from bltdata.patch_config import PatcherConfig
 
     if threshold is not None and target_patch_size is not None:
@@ -413,7 +413,7 @@ def export(path, fmt, output, name, chunks, reference_columns_only, allow_skippe
     Example:
       bltdata export shards/ --format blt-arrow -o preprocess/mydata/entropy_model/ --name mydata
     """
-    from bltdata.inspect.blt_arrow import export_blt_arrow
+    from bltdata.convert.blt_arrow import export_blt_arrow
 
     with _errors():
         result = export_blt_arrow(path, output, name=name, chunks=chunks,
@@ -465,7 +465,7 @@ def import_blt_arrow_cmd(files, output, mode, threshold, target_patch_size, thre
     Example:
       bltdata import-blt-arrow preprocess/mydata/entropy_model/ -o shards/ --threshold 1.34
     """
-    from bltdata.inspect.blt_arrow import ImportOptions, import_blt_arrow
+    from bltdata.convert.blt_arrow import ImportOptions, import_blt_arrow
 
     if threshold is not None and target_patch_size is not None:
         raise click.UsageError("give --threshold or --target-patch-size, not both")

@@ -100,7 +100,7 @@ def _all_files(directory):
 
 
 def test_repatch_failure_leaves_no_shard_and_bugs_propagate(shards_dir, tmp_path, monkeypatch):
-    from bltdata.inspect import repatch
+    from bltdata.convert import repatch
 
     calls = []
 
@@ -117,7 +117,7 @@ def test_repatch_failure_leaves_no_shard_and_bugs_propagate(shards_dir, tmp_path
 
 
 def test_repatch_bad_data_is_one_line_naming_the_shard(shards_dir, tmp_path, monkeypatch):
-    from bltdata.inspect import repatch
+    from bltdata.convert import repatch
 
     def bad(config, table):
         raise ValueError("entropies are not n + 1 values per document")

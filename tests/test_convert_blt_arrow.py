@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bltdata.cli.main import main
-from bltdata.inspect.blt_arrow import from_reference_entropies, to_reference_entropies
+from bltdata.convert.blt_arrow import from_reference_entropies, to_reference_entropies
 from bltdata.inspect.synthetic import write_synthetic_dir
 from bltdata.patching import PatcherConfig, patch_lengths
 from bltdata.shards import iter_rows, read_manifest, shard_files, validate
@@ -174,7 +174,7 @@ def _all_files(directory):
 
 
 def test_export_failure_leaves_no_arrow_file(shards_dir, tmp_path, monkeypatch):
-    from bltdata.inspect import blt_arrow
+    from bltdata.convert import blt_arrow
 
     real, calls = blt_arrow._export_batch, []
 
@@ -193,7 +193,7 @@ def test_export_failure_leaves_no_arrow_file(shards_dir, tmp_path, monkeypatch):
 
 
 def test_import_failure_leaves_no_shard(shards_dir, tmp_path, monkeypatch):
-    from bltdata.inspect import blt_arrow
+    from bltdata.convert import blt_arrow
 
     blt_arrow.export_blt_arrow(shards_dir, tmp_path / "ref")
     files = sorted((tmp_path / "ref").glob("*.arrow"))

@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from bltdata import __version__, fs
 from bltdata.arrow import list_flat
-from bltdata.inspect.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
+from bltdata.convert.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
 from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, patch_batch
 from bltdata.shards import (DATA_DIR, ShardInfo, ShardWriter, data_path, manifest_path, open_shard, read_manifest,
                             read_metadata, shard_files, staging_path, write_manifest, write_rejects)
