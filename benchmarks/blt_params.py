@@ -10,7 +10,7 @@ import sys
 import torch
 
 from bltdata.blt.config import preset
-from bltdata.blt.importer import config_to_hf
+from bltdata.convert.blt_checkpoint import config_to_hf
 from bltdata.blt.model import BLT, parameter_breakdown
 
 HF_COMPONENTS = (  # (component, transformers key prefixes), same components as BLT_COMPONENTS

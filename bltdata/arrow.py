@@ -45,6 +45,17 @@ def list_flat(column: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
     return values, offsets - offsets[0]
 
 
+def drop_last_per_row(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's values without its last one: H[0..n] per document becomes H[0..n-1].
+
+    Rows must hold at least one value (a document of n bytes stores n + 1 entropies).
+    """
+    keep = np.ones(len(values), dtype=bool)
+    keep[offsets[1:] - 1] = False
+    new_offsets = offsets - np.arange(len(offsets), dtype=np.int64)
+    return values[keep], new_offsets
+
+
 def _single_chunk(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(column, pa.ChunkedArray):
         return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)

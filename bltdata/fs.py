@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -91,22 +92,61 @@ def read_text(path: str) -> str:
         return f.read().decode("utf-8")
 
 
-def temporary_name(final: str) -> str:
-    """The hidden name a file is written under before it is renamed to `final`."""
-    head, tail = (posixpath.split(final) if is_remote(final) else os.path.split(final))
-    return (posixpath.join if is_remote(final) else os.path.join)(head, f".{tail}.tmp")
+def temporary_name(final: str, staging_dir: str | os.PathLike | None = None) -> str:
+    """The hidden name a file is written under before it is renamed to `final`: beside
+    `final`, or in `staging_dir` when given (so only finished files appear beside `final`)."""
+    remote = is_remote(final)
+    head, tail = posixpath.split(final) if remote else os.path.split(final)
+    if staging_dir is not None:
+        head = str(staging_dir)
+    return (join if remote or is_remote(head) else os.path.join)(head, f".{tail}.tmp")
+
+
+class AtomicWrite:
+    """A file that appears under its final name complete or not at all.
+
+    Write the local file `temporary`, then `commit()` publishes it to `final` (a local rename,
+    or for a remote `final` an upload to `temporary_name(final, staging_dir)` and a remote
+    rename); `discard()` removes it. As a context manager it yields `temporary` and commits
+    on success; on any exception it discards and lets the exception propagate.
+    """
+
+    def __init__(self, final: str | os.PathLike, *, staging_dir: str | os.PathLike | None = None):
+        self.final = str(final)
+        self._remote_temporary = None
+        if is_remote(self.final):  # written locally (Parquet wants a seekable file), uploaded on commit
+            handle, self.temporary = tempfile.mkstemp(suffix=os.path.splitext(self.final)[1], prefix="bltdata-")
+            os.close(handle)
+            self._remote_temporary = temporary_name(self.final, staging_dir)
+        else:
+            self.temporary = temporary_name(self.final, staging_dir)
+            if staging_dir is not None:
+                os.makedirs(staging_dir, exist_ok=True)
+                os.makedirs(os.path.dirname(self.final) or ".", exist_ok=True)
+
+    def commit(self) -> None:
+        try:
+            publish(self.temporary, self.final, temporary=self._remote_temporary)
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        Path(self.temporary).unlink(missing_ok=True)
+
+    def __enter__(self) -> str:
+        return self.temporary
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
 
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
-    tmp = temporary_name(path)
-    if is_remote(path):
-        with _beam().create(tmp) as f:
-            f.write(data)
-        _replace_remote(tmp, path)
-    else:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+    with AtomicWrite(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -131,7 +171,7 @@ def publish(local_file: str, final: str, *, temporary: str | None = None) -> Non
     """Move a finished local file to `final` (local rename, or upload + remote rename).
 
     A remote upload goes to `temporary` (default: a hidden name beside `final`) and is then
-    renamed to `final`.
+    renamed to `final`. `AtomicWrite` is the usual way to call this.
     """
     if not is_remote(final):
         os.replace(local_file, final)

@@ -98,13 +98,6 @@ def shard_metadata(patcher: dict, entropy_model: dict | None) -> dict[bytes, byt
     }
 
 
-def temporary_path(final: Path, staging_dir: str | os.PathLike | None = None) -> Path:
-    """Where a local file is written before it is renamed to `final`: in `staging_dir` when
-    given (so nothing but finished files ever appears beside `final`), else a hidden name in
-    `final`'s directory."""
-    return (Path(staging_dir) if staging_dir is not None else final.parent) / f".{final.name}.tmp"
-
-
 def data_path(out_dir: str | os.PathLike) -> str:
     """The shards' directory of a shard directory written in the current layout."""
     return fs.join(out_dir, DATA_DIR)
@@ -143,8 +136,10 @@ class ShardWriter:
 
     `add` takes the document's bytes, its patch lengths (int32, summing to len(data)) and,
     when the shard stores them, its n + 1 entropies. `close` flushes, renames the temporary
-    file to its final name and returns the `ShardInfo` for the manifest. With `staging_dir`
-    (`staging_path(OUT)` for a shard of OUT/data) the temporary file is written there.
+    file to its final name and returns the `ShardInfo` for the manifest; `abort` removes it.
+    The temporary file is an `fs.AtomicWrite`: beside the shard, or in `staging_dir`
+    (`staging_path(OUT)` for a shard of OUT/data). As a context manager the writer closes on
+    success (the info in `.info`) and aborts on any exception.
     """
 
     def __init__(self, path: str | os.PathLike, *, patcher: dict, entropy_model: dict | None = None,
@@ -154,25 +149,17 @@ class ShardWriter:
         self.store_entropies = store_entropies
         self.row_group_bytes = row_group_bytes
         self.schema = shard_schema(store_entropies, shard_metadata(patcher, entropy_model))
-        self._remote_tmp = None
-        if fs.is_remote(self.path):  # written locally, uploaded on close
-            import tempfile
-
-            handle, tmp = tempfile.mkstemp(suffix=SHARD_SUFFIX, prefix="bltdata-")
-            os.close(handle)
-            self._tmp = Path(tmp)
-            if staging_dir is not None:
-                self._remote_tmp = fs.join(staging_dir, f".{fs.basename(self.path)}.tmp")
-        else:
-            self._tmp = temporary_path(Path(self.path), staging_dir)
-            if staging_dir is not None:
-                self._tmp.parent.mkdir(parents=True, exist_ok=True)
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(
-            self._tmp, self.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
-            write_page_checksum=True, write_statistics=["num_bytes", "num_patches"],
-            use_dictionary=_DICTIONARY_COLUMNS,
-        )
+        self._output = fs.AtomicWrite(self.path, staging_dir=staging_dir)
+        self._tmp = Path(self._output.temporary)
+        try:
+            self._writer = pq.ParquetWriter(
+                self._tmp, self.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL,
+                write_page_checksum=True, write_statistics=["num_bytes", "num_patches"],
+                use_dictionary=_DICTIONARY_COLUMNS,
+            )
+        except BaseException:
+            self._output.discard()
+            raise
         self._pending: dict[str, list] = {name: [] for name in self.schema.names}
         self._pending_bytes = 0
         self._rows = self._bytes = self._patches = 0
@@ -214,6 +201,15 @@ class ShardWriter:
         self._pending_bytes = 0
 
     def close(self) -> ShardInfo:
+        try:
+            info = self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self._output.commit()
+        return info
+
+    def _finish(self) -> ShardInfo:
         self._flush()
         self._writer.close()
         size = self._tmp.stat().st_size
@@ -221,7 +217,6 @@ class ShardWriter:
         with pa.memory_map(str(self._tmp)) as mapped:
             metadata = pq.read_metadata(mapped)
             row_group_sha256 = [row_group_digest(mapped, metadata, i) for i in range(metadata.num_row_groups)]
-        fs.publish(str(self._tmp), self.path, temporary=self._remote_tmp)
         return ShardInfo(
             file=fs.basename(self.path), rows=self._rows, bytes=self._bytes, patches=self._patches,
             row_groups=len(self._row_group_rows), size=size, sha256=digest,
@@ -234,7 +229,7 @@ class ShardWriter:
         try:
             self._writer.close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._output.discard()
 
     def __enter__(self) -> "ShardWriter":
         return self

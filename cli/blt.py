@@ -43,15 +43,15 @@ def import_(src, output, layout, entropy_model, threshold):
     """
     from pathlib import Path
 
-    from bltdata.blt import importer
+    from bltdata.convert import blt_checkpoint
 
     if layout == "auto":
         layout = "reference" if (Path(src) / "params.json").is_file() else "hf"
     try:
         if layout == "hf":
-            out = importer.import_hf(src, output)
+            out = blt_checkpoint.import_hf(src, output)
         else:
-            out = importer.import_reference(src, output, entropy_model, threshold)
+            out = blt_checkpoint.import_reference(src, output, entropy_model, threshold)
     except _library_errors() as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"{src} ({layout}) -> {out}")
@@ -72,10 +72,10 @@ def export(run_dir, output, layout, checkpoint):
     Example:
       bltdata blt export runs/blt-1b --format hf -o out/blt-1b-hf
     """
-    from bltdata.blt import importer
+    from bltdata.convert import blt_checkpoint
 
     try:
-        out = importer.export_hf(run_dir, output, checkpoint)
+        out = blt_checkpoint.export_hf(run_dir, output, checkpoint)
     except _library_errors() as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"{run_dir} -> {out} ({layout})")

@@ -11,7 +11,23 @@ import click
 from bltdata import __version__
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """The `bltdata` group: a command that needs a missing extra prints one line naming it (exit 2)."""
+
+    def invoke(self, ctx: click.Context):
+        from bltdata.extras import missing_extra
+
+        try:
+            return super().invoke(ctx)
+        except ImportError as error:
+            missing = missing_extra(error)
+            if missing is None:
+                raise
+            click.echo(f"Error: bltdata {ctx.invoked_subcommand} {missing}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="bltdata")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int):

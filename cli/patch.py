@@ -6,7 +6,7 @@ import time
 
 import click
 
-from bltdata import patch_job
+from bltdata import extras, patch_job
 from bltdata.cli.progress import progress_option, quiet_beam, verbose_option
 from bltdata.options import click_options, values_of
 from bltdata.patch_job import PatchJob, PatchRun
@@ -47,6 +47,7 @@ def patch(arguments, runner, progress, verbose, **options):
       bltdata patch /mnt/in -o /mnt/out --runner DataflowRunner -- \\
           --project=P --region=R --temp_location=gs://b/tmp --sdk_container_image=IMAGE
     """
+    extras.require("pipeline")
     from bltdata.pipelines import patch as pipeline
 
     quiet_beam(verbose)
@@ -185,6 +186,7 @@ def demo(output, max_bytes, workers, progress, verbose):
     Example:
       bltdata demo -o /tmp/demo
     """
+    extras.require("pipeline")
     from bltdata import corpus
     from bltdata.pipelines import patch as pipeline
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from bltdata import extras
 from bltdata.patch_config import MODES
 
 MAX_IDS_SHOWN = 20
@@ -166,6 +167,7 @@ def stats(path, as_json, by_source, sample_shards):
       bltdata stats shards/
       bltdata stats shards/ --by-source --json > stats.json
     """
+    extras.require("inspect", "polars")
     from bltdata.inspect.locate import list_shards
     from bltdata.inspect.stats import compute_stats, format_stats
 
@@ -209,6 +211,7 @@ def plot(path, output, index, doc_id, hist, start, max_bytes, threshold, max_len
       bltdata plot shards/ --row 3 -o doc3.png
       bltdata plot shards/ --hist --max-length 32 -o patch_lengths.png
     """
+    extras.require("inspect")
     if hist and (index is not None or doc_id is not None):
         raise click.UsageError("--hist plots the whole directory; drop --row/--doc")
     if hist:
@@ -350,7 +353,8 @@ def repatch(path, output, mode, threshold, target_patch_size, threshold_add, max
       bltdata repatch shards/ -o shards_t2/ --threshold 2.0
       bltdata repatch shards/ -o shards_p6/ --target-patch-size 6 --max-patch-length 16
     """
-    from bltdata.inspect.repatch import repatch_directory
+    extras.require("patching")
+    from bltdata.convert.repatch import repatch_directory
     from bltdata.patch_config import PatcherConfig
 
     if threshold is not None and target_patch_size is not None:
@@ -413,7 +417,8 @@ def export(path, fmt, output, name, chunks, reference_columns_only, allow_skippe
     Example:
       bltdata export shards/ --format blt-arrow -o preprocess/mydata/entropy_model/ --name mydata
     """
-    from bltdata.inspect.blt_arrow import export_blt_arrow
+    extras.require("patching")
+    from bltdata.convert.blt_arrow import export_blt_arrow
 
     with _errors():
         result = export_blt_arrow(path, output, name=name, chunks=chunks,
@@ -465,7 +470,8 @@ def import_blt_arrow_cmd(files, output, mode, threshold, target_patch_size, thre
     Example:
       bltdata import-blt-arrow preprocess/mydata/entropy_model/ -o shards/ --threshold 1.34
     """
-    from bltdata.inspect.blt_arrow import ImportOptions, import_blt_arrow
+    extras.require("patching")
+    from bltdata.convert.blt_arrow import ImportOptions, import_blt_arrow
 
     if threshold is not None and target_patch_size is not None:
         raise click.UsageError("give --threshold or --target-patch-size, not both")

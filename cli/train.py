@@ -359,13 +359,15 @@ def _run_entropy_model(run_dir: str, run: dict) -> str:
 def _patcher(run: dict, entropy_model: str, threshold, device):
     from dataclasses import replace
 
+    from bltdata import extras
     from bltdata.blt.generate import make_patcher
-    from bltdata.patching import PatcherConfig
+    from bltdata.patch_config import PatcherConfig
 
     if run["model"].get("kind") == "byte":
         from bltdata.blt.generate import whole_text_patch
 
         return whole_text_patch  # the byte-level baseline reads no patches
+    extras.require("patching")  # the patch rules are numba kernels
     saved = (run.get("data") or {}).get("patcher")
     if not saved:
         raise ValueError("the run records no patcher (its training manifest has none); cannot form patches")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from bltdata.blt import importer, interop
+from bltdata.blt import interop
+from bltdata.convert import blt_checkpoint
 from bltdata.blt.checkpoint import load_model
 from bltdata.blt.config import BLTConfig, REFERENCE_WIRING
 from bltdata.blt.model import BLT
@@ -85,7 +86,7 @@ def imported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"hf{request.param}")
     model = hf_model(request.param)
     model.save_pretrained(tmp / "hf", safe_serialization=True)
-    run = importer.import_hf(tmp / "hf", tmp / "run")
+    run = blt_checkpoint.import_hf(tmp / "hf", tmp / "run")
     ours, meta = load_model(run)
     return model, ours, meta, run
 
@@ -179,9 +180,9 @@ def test_ours_exported_runs_in_transformers_with_equal_logits(tmp_path, dim_glob
     entropy = EntropyModel(EntropyModelConfig(dim=32, n_layers=2, n_heads=2, ffn_hidden=96, window=16)).eval()
     patching = {"mode": "entropy", "threshold": 1.335442066192627, "threshold_add": None,
                 "max_patch_length": None, "patch_size": 4}
-    run = importer.write_run(tmp_path / "run", config, ours.state_dict(), patching, entropy,
+    run = blt_checkpoint.write_run(tmp_path / "run", config, ours.state_dict(), patching, entropy,
                              {"format": "test", "path": "memory"})
-    out = importer.export_hf(run, tmp_path / "hf")
+    out = blt_checkpoint.export_hf(run, tmp_path / "hf")
     hf, info = transformers.BltForCausalLM.from_pretrained(out, output_loading_info=True)
     hf.eval()
     assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
@@ -200,7 +201,7 @@ def test_ours_exported_runs_in_transformers_with_equal_logits(tmp_path, dim_glob
 def test_reference_layout_round_trip_and_key_errors(tmp_path):
     torch.manual_seed(5)
     hf = hf_model(48, seed=5)
-    config = importer.config_from_hf(hf.config.to_dict())
+    config = blt_checkpoint.config_from_hf(hf.config.to_dict())
     ours = interop.convert({k: v for k, v in hf.state_dict().items() if not k.startswith("model.patcher.")},
                            interop.hf_key_groups(config), interop.our_shapes(config), to_ours=True, source="hf")
     ref_state = interop.convert(ours, interop.reference_key_groups(config),
@@ -217,7 +218,7 @@ def test_reference_layout_round_trip_and_key_errors(tmp_path):
                         "local_attention_window_len": 8, "cross_attn_all_layers_decoder": True, "max_seqlen": 256}}
     (src / "params.json").write_text(json.dumps(params))
     torch.save({"model": ref_state}, src / "consolidated.pth")
-    run = importer.import_reference(src, tmp_path / "run")
+    run = blt_checkpoint.import_reference(src, tmp_path / "run")
     model, _ = load_model(run)
     tokens, pl = rows(6, n=1, length=20), torch.tensor([[1, 3, 5, 2, 9]])
     torch.testing.assert_close(model(tokens, pl), hf_logits(hf, tokens, pl), atol=ATOL, rtol=0)
@@ -227,12 +228,12 @@ def test_reference_layout_round_trip_and_key_errors(tmp_path):
     broken["local_decoder.extra.weight"] = torch.zeros(1)
     torch.save({"model": broken}, src / "consolidated.pth")
     with pytest.raises(ValueError, match=r"missing keys \['local_decoder.norm.weight'\].*local_decoder.extra.weight"):
-        importer.import_reference(src, tmp_path / "run2")
+        blt_checkpoint.import_reference(src, tmp_path / "run2")
     bad_shape = dict(ref_state)
     bad_shape["local_encoder.layers.0.attention.wk.weight"] = torch.zeros(31, 32)
     torch.save({"model": bad_shape}, src / "consolidated.pth")
     with pytest.raises(ValueError, match="attention.wk.weight"):
-        importer.import_reference(src, tmp_path / "run3")
+        blt_checkpoint.import_reference(src, tmp_path / "run3")
 
 
 def _reference_shapes(config, ours):
@@ -294,7 +295,7 @@ def test_cli_import_export_round_trip_and_errors(imported, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["blt", "export", str(run), "--format", "hf", "-o", str(tmp_path / "hf")])
     assert result.exit_code == 0, result.output
-    again = importer.import_hf(tmp_path / "hf", tmp_path / "again")
+    again = blt_checkpoint.import_hf(tmp_path / "hf", tmp_path / "again")
     reloaded, _ = load_model(again)
     for key, value in ours.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value), key

@@ -2,7 +2,7 @@
 
 - ``bltdata.nn`` (the transformer parts) imports neither model package;
 - ``bltdata.entropy`` and ``bltdata.blt`` share parts only through ``bltdata.nn``: neither
-  imports the other (one exception, below);
+  imports the other (the release converter that needs both is ``bltdata.convert.blt_checkpoint``);
 - ``cli/`` and ``pipelines/`` use only public library names: no ``from bltdata.x import _name``,
   no ``import bltdata._x`` and no ``module._name`` on an imported library name.
 """
@@ -14,12 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# bltdata/blt/importer.py converts a whole released BLT (HF or reference layout), its entropy
-# model (the patcher) included, so it needs the entropy checkpoint and HF conversions. It is
-# the one module allowed to cross; `tests/test_blt_interop.py` imports it as `bltdata.blt.importer`.
-ALLOWED = {("bltdata/blt/importer.py", "bltdata.entropy")}
-
 
 def _python_files(folder: str) -> list[Path]:
     files = sorted((ROOT / folder).rglob("*.py"))
@@ -57,7 +51,7 @@ def _crossings(folder: str, forbidden: tuple[str, ...]) -> list[str]:
         lines = set()
         for line, module in imported_modules(path):
             hit = next((f for f in forbidden if module == f or module.startswith(f + ".")), None)
-            if hit and (rel, hit) not in ALLOWED and line not in lines:
+            if hit and line not in lines:
                 lines.add(line)  # one report per import statement
                 bad.append(f"{rel}:{line} imports {module}")
     return bad
@@ -78,11 +72,11 @@ def test_both_model_packages_use_the_shared_parts():
         assert any(m.startswith("bltdata.nn.") for m in modules), f"{folder} does not use bltdata.nn"
 
 
-def test_the_only_crossing_is_the_release_importer():
-    """The exception stays one module wide, and still exists (else delete it from ALLOWED)."""
-    crossing = [m for _, m in imported_modules(ROOT / "bltdata/blt/importer.py") if m.startswith("bltdata.entropy")]
-    assert crossing
-    assert len(ALLOWED) == 1
+def test_the_release_converter_lives_above_both_model_packages():
+    """The one module that needs both models is a converter, outside either package."""
+    modules = {m for _, m in imported_modules(ROOT / "bltdata/convert/blt_checkpoint.py")}
+    assert any(m.startswith("bltdata.entropy.") for m in modules)
+    assert any(m.startswith("bltdata.blt.") for m in modules)
 
 
 def test_the_checker_sees_a_crossing(tmp_path, monkeypatch):

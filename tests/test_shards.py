@@ -115,6 +115,20 @@ def test_no_partial_file_under_the_final_name(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_failed_close_leaves_nothing_in_data_or_staging(tmp_path, monkeypatch):
+    writer = shards.ShardWriter(tmp_path / "data" / "s.parquet", patcher=PATCHER, staging_dir=tmp_path / "stage")
+    writer.add(*make_docs(3)[1][:4])
+    assert (tmp_path / "stage" / ".s.parquet.tmp").exists()
+
+    def fail(path, *args, **kwargs):
+        raise RuntimeError("digest failed")
+
+    monkeypatch.setattr(shards, "sha256_file", fail)
+    with pytest.raises(RuntimeError, match="digest failed"):
+        writer.close()
+    assert list((tmp_path / "data").iterdir()) == [] and list((tmp_path / "stage").iterdir()) == []
+
+
 def test_writer_refuses_inconsistent_rows(tmp_path):
     w = shards.ShardWriter(tmp_path / "s.parquet", patcher=PATCHER)
     with pytest.raises(ValueError, match="sum to 3, not its 4 bytes"):

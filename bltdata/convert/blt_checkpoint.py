@@ -7,7 +7,7 @@ model.pt`` and ``entropy_model/`` (our entropy checkpoint, converted from the pa
 weights the release ships). Configs are translated field by field (``config_from_hf``,
 ``config_from_reference``); anything of theirs we cannot reproduce (grouped-query heads,
 different encoder/decoder widths, cross-attention after every encoder layer, ...) is an
-error naming the field, never a silent approximation. Tensor names: `interop.py`.
+error naming the field, never a silent approximation. Tensor names: `bltdata/blt/interop.py`.
 """
 from __future__ import annotations
 

@@ -93,3 +93,38 @@ def test_repatch_errors(shards_dir, tmp_path):
     assert result.exit_code == 2
     result = invoke("repatch", shards_dir, "-o", shards_dir, "--threshold", "1")
     assert result.exit_code in (1, 2) and str(shards_dir) in result.output
+
+
+def _all_files(directory):
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def test_repatch_failure_leaves_no_shard_and_bugs_propagate(shards_dir, tmp_path, monkeypatch):
+    from bltdata.convert import repatch
+
+    calls = []
+
+    def broken_add_rows(writer, *args):
+        calls.append(1)
+        writer.add("d", "s", b"ab", [2], np.zeros(3))
+        raise TypeError("a bug, not bad data")
+
+    monkeypatch.setattr(repatch, "_add_rows", broken_add_rows)
+    with pytest.raises(TypeError, match="a bug"):
+        repatch.repatch_directory(shards_dir, tmp_path / "out", PatcherConfig(threshold=1.0))
+    assert calls == [1]
+    assert _all_files(tmp_path / "out") == []  # no shard, no temporary, no manifest
+
+
+def test_repatch_bad_data_is_one_line_naming_the_shard(shards_dir, tmp_path, monkeypatch):
+    from bltdata.convert import repatch
+
+    def bad(config, table):
+        raise ValueError("entropies are not n + 1 values per document")
+
+    monkeypatch.setattr(repatch, "patch_table", bad)
+    result = invoke("repatch", shards_dir, "-o", tmp_path / "out", "--threshold", "1")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "shard-00000.parquet: entropies are not n + 1" in lines[0]
+    assert "Traceback" not in result.output and _all_files(tmp_path / "out") == []

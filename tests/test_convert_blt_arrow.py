@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bltdata.cli.main import main
-from bltdata.inspect.blt_arrow import from_reference_entropies, to_reference_entropies
+from bltdata.convert.blt_arrow import from_reference_entropies, to_reference_entropies
 from bltdata.inspect.synthetic import write_synthetic_dir
 from bltdata.patching import PatcherConfig, patch_lengths
 from bltdata.shards import iter_rows, read_manifest, shard_files, validate
@@ -167,3 +167,45 @@ def test_export_needs_entropies_and_fresh_output(tmp_path, shards_dir):
     (tmp_path / "busy" / "file").write_text("x")
     result = invoke("export", shards_dir, "-o", tmp_path / "busy")
     assert result.exit_code == 2 and "busy" in result.output
+
+
+def _all_files(directory):
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+
+def test_export_failure_leaves_no_arrow_file(shards_dir, tmp_path, monkeypatch):
+    from bltdata.convert import blt_arrow
+
+    real, calls = blt_arrow._export_batch, []
+
+    def fail_on_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("killed mid-file")
+        return real(*args)
+
+    monkeypatch.setattr(blt_arrow, "_export_batch", fail_on_second)
+    with pytest.raises(RuntimeError, match="killed mid-file"):
+        blt_arrow.export_blt_arrow(shards_dir, tmp_path / "out")
+    # the first shard's file was finished; the second (one row group per shard) left nothing
+    first = "bltdata.chunk.00.jsonl.shard_0.arrow"
+    assert len(calls) == 2 and _all_files(tmp_path / "out") == [first, first + ".complete"]
+
+
+def test_import_failure_leaves_no_shard(shards_dir, tmp_path, monkeypatch):
+    from bltdata.convert import blt_arrow
+
+    blt_arrow.export_blt_arrow(shards_dir, tmp_path / "ref")
+    files = sorted((tmp_path / "ref").glob("*.arrow"))
+    real, calls = blt_arrow._add_imported, []
+
+    def fail_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed mid-shard")
+        return real(*args)
+
+    monkeypatch.setattr(blt_arrow, "_add_imported", fail_on_third)
+    with pytest.raises(RuntimeError, match="killed mid-shard"):
+        blt_arrow.import_blt_arrow(files, tmp_path / "out")
+    assert len(calls) == 3 and _all_files(tmp_path / "out") == []

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -44,7 +43,7 @@ import pyarrow as pa
 
 from bltdata import __version__, fs
 from bltdata.arrow import list_flat
-from bltdata.inspect.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
+from bltdata.convert.repatch import DEFAULT_SAMPLE_BYTES, calibrated, prepare_output_dir, require_entropies
 from bltdata.patching import DEFAULT_THRESHOLD, PatcherConfig, patch_batch
 from bltdata.shards import (DATA_DIR, ShardInfo, ShardWriter, data_path, manifest_path, open_shard, read_manifest,
                             read_metadata, shard_files, staging_path, write_manifest, write_rejects)
@@ -155,21 +154,15 @@ def _export_batch(shard: Path, table: pa.Table, first_row: int, schema: pa.Schem
 def _export_shard(shard: Path, target: Path, extra: bool, skipped: list[dict]) -> int:
     schema = reference_schema(extra, _export_metadata(shard))
     columns = ["doc_id", "source", "bytes", "entropies", "patch_lengths"]
-    tmp = target.with_name(f".{target.name}.tmp")
     written = first_row = 0
     pf = open_shard(shard)
-    try:
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for group in range(pf.num_row_groups):
-                table = pf.read_row_group(group, columns=columns)
-                batch = _export_batch(shard, table, first_row, schema, skipped)
-                writer.write_batch(batch)
-                written += batch.num_rows
-                first_row += table.num_rows
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, target)
+    with fs.AtomicWrite(target) as tmp, pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for group in range(pf.num_row_groups):
+            table = pf.read_row_group(group, columns=columns)
+            batch = _export_batch(shard, table, first_row, schema, skipped)
+            writer.write_batch(batch)
+            written += batch.num_rows
+            first_row += table.num_rows
     target.with_name(target.name + ".complete").touch()
     return written
 
@@ -362,16 +355,12 @@ def _import_file(path: Path, out: Path, name: str, config: PatcherConfig | None,
     schema = open_arrow(path).schema
     patcher = (config or PatcherConfig.from_dict(_file_metadata(schema, META_PATCHER) or {})).to_dict()
     model = options.entropy_model or _file_metadata(schema, META_ENTROPY_MODEL) or IMPORT_MODEL
-    writer = ShardWriter(Path(data_path(out), name), patcher=patcher, entropy_model=model, store_entropies=True,
-                         staging_dir=staging_path(out))
-    try:
+    with ShardWriter(Path(data_path(out), name), patcher=patcher, entropy_model=model, store_entropies=True,
+                     staging_dir=staging_path(out)) as writer:
         for docs in _iter_docs(path, rejected):
             for doc, lengths in zip(docs, _patch_docs(config, docs)):
                 _add_imported(writer, path, doc, lengths, rejected)
-    except Exception:
-        writer.abort()
-        raise
-    return writer.close()
+    return writer.info
 
 
 def _add_imported(writer: ShardWriter, path: Path, doc: _Doc, lengths, rejected: list[dict]) -> None:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bltdata.arrow import binary_flat, list_flat
-from bltdata.inspect.columns import drop_last_per_row
+from bltdata.arrow import binary_flat, drop_last_per_row, list_flat
 from bltdata.patching import PatcherConfig, calibrate_threshold, patch_batch
 from bltdata.shards import (DATA_DIR, REJECTED_DIR, ShardInfo, ShardWriter, data_path,
                             manifest_path, open_shard, read_manifest, read_metadata, staging_path, write_manifest,
@@ -36,6 +36,9 @@ from bltdata.shards import (DATA_DIR, REJECTED_DIR, ShardInfo, ShardWriter, data
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLE_BYTES = 16 << 20
+# What a malformed input shard raises while it is read and re-patched (ArrowInvalid is a
+# ValueError; a missing column is a KeyError). A plain OSError propagates as itself: it names its file.
+DATA_ERRORS = (ValueError, KeyError, pa.ArrowException)
 
 
 @dataclass
@@ -141,16 +144,15 @@ def _rewrite_shard(src: Path, out_dir: Path, config: PatcherConfig, keep_entropi
     meta = read_metadata(src)
     store = keep_entropies and has_entropies(src)
     columns = ["doc_id", "source", "bytes"] + (["entropies"] if store or config.needs_entropies else [])
-    writer = ShardWriter(Path(data_path(out_dir), src.name), patcher=config.to_dict(),
-                         entropy_model=meta.get("entropy_model"), store_entropies=store,
-                         staging_dir=staging_path(out_dir))
     try:
-        for _, table in iter_row_groups([src], columns):
-            _add_rows(writer, table, *patch_table(config, table), store)
-    except Exception as e:
-        writer.abort()
+        with ShardWriter(Path(data_path(out_dir), src.name), patcher=config.to_dict(),
+                         entropy_model=meta.get("entropy_model"), store_entropies=store,
+                         staging_dir=staging_path(out_dir)) as writer:
+            for _, table in iter_row_groups([src], columns):
+                _add_rows(writer, table, *patch_table(config, table), store)
+    except DATA_ERRORS as e:  # bad input, named with its shard; anything else is a bug and propagates
         raise ValueError(f"{src}: {e}") from e
-    return writer.close()
+    return writer.info
 
 
 def _add_rows(writer: ShardWriter, table, lengths: np.ndarray, patch_offsets: np.ndarray, store: bool) -> None:
