@@ -38,3 +38,17 @@ def reading_fails(monkeypatch):
             monkeypatch.setattr(pipeline.readers, "read_records", real_read)
 
     return arm
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A checkpoint of the tiny entropy model with fixed random weights (seed 0)."""
+    import torch
+
+    from bltdata.entropy.checkpoint import save_checkpoint
+    from bltdata.entropy.model import EntropyModel, tiny
+
+    torch.manual_seed(0)
+    model = EntropyModel(tiny())
+    model.reset_parameters(seed=0)
+    return str(save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny", preset="tiny", name="tiny"))

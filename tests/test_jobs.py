@@ -119,6 +119,10 @@ def test_completion_record_round_trip_and_its_shards_must_be_in_place(tmp_path):
     assert os.listdir(tmp_path / ".bltdata" / "done") == ["k.json"]  # written atomically: no temporary left
     assert jobs.read_done(tmp_path, "k", data_dir="data") is None  # its shard is not there
     put_shard(tmp_path, info, content)
+    assert jobs.read_done(tmp_path, "k", data_dir="data") is None  # its 2 rejects are not there
+    shards.write_rejects(tmp_path, "k", [{"line": 1}])
+    assert jobs.read_done(tmp_path, "k", data_dir="data") is None  # 1 reject of 2: stale
+    shards.write_rejects(tmp_path, "k", [{"line": 1}, {"line": 2}])
     assert jobs.read_done(tmp_path, "k", data_dir="data") == record
     assert jobs.read_done(tmp_path, "k", data_dir="") is None  # looked for beside the manifest
     (tmp_path / "data" / info.file).write_bytes(content[:-1])
@@ -178,6 +182,7 @@ def test_finish_writes_the_manifest_from_every_record_and_removes_leftovers(tmp_
             contents[info.file] = content
             infos.append(info)
         jobs.write_done(tmp_path, jobs.FileRecord(pack.sources[0], pack.key, infos, rejected=i, documents=0))
+        shards.write_rejects(tmp_path, pack.key, [{"n": n} for n in range(i)])
     for leftover in (tmp_path / ".x.tmp", tmp_path / "data" / ".y.tmp", tmp_path / ".bltdata" / "staging" / ".z.tmp"):
         leftover.write_bytes(b"partial")
     manifest = jobs.finish(tmp_path, packs, params, patcher={"mode": "space"}, entropy_model=None)

@@ -17,19 +17,6 @@ from bltdata.patching import PatcherConfig, patch_lengths
 from bltdata.pipelines import patch as pipeline
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import torch
-
-    from bltdata.entropy.checkpoint import save_checkpoint
-    from bltdata.entropy.model import EntropyModel, tiny
-
-    torch.manual_seed(0)
-    model = EntropyModel(tiny())
-    model.reset_parameters(seed=0)
-    return str(save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny", preset="tiny", name="tiny"))
-
-
 def texts(n, seed):
     rng = np.random.default_rng(seed)
     words = ["the", "patch", "byte", "entropy", "model", "ünïcode", "日本", "x", "\n", "  "]

@@ -3,7 +3,6 @@ import json
 
 import apache_beam as beam
 import numpy as np
-import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -76,29 +75,16 @@ def test_patch_batches_patches_every_document_as_the_patcher_does_alone():
         assert_that(patched | beam.Map(_summary), equal_to(expected))
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    import torch
-
-    from bltdata.entropy.checkpoint import save_checkpoint
-    from bltdata.entropy.model import EntropyModel, tiny
-
-    torch.manual_seed(0)
-    model = EntropyModel(tiny())
-    model.reset_parameters(seed=0)
-    return str(save_checkpoint(model, tmp_path_factory.mktemp("model") / "tiny", preset="tiny", name="tiny"))
-
-
-def test_score_doc_batches_gives_each_document_the_engines_entropies(tiny_checkpoint):
+def test_score_doc_batches_gives_each_document_the_engines_entropies(tiny_model):
     from bltdata.entropy.checkpoint import load_checkpoint
     from bltdata.entropy.engine import EntropyEngine
 
     batches = _batches() + [DocBatch("empty.jsonl", "e", 0, 0, last_in_shard=True, last_in_file=True)]
-    engine = EntropyEngine(load_checkpoint(tiny_checkpoint, device="cpu"), device="cpu", batch_bytes=4096,
+    engine = EntropyEngine(load_checkpoint(tiny_model, device="cpu"), device="cpu", batch_bytes=4096,
                            precision="fp32")
     expected = {d: engine.score([d])[0].tolist() for b in batches for d in b.data}
     assert len(expected) == 5 and all(len(h) == len(d) + 1 for d, h in expected.items())
-    handler = pipeline.EntropyModelHandler(tiny_checkpoint, device="cpu", batch_bytes=4096, threads=1,
+    handler = pipeline.EntropyModelHandler(tiny_model, device="cpu", batch_bytes=4096, threads=1,
                                            precision="fp32")
     with _pipeline() as p:
         scored = p | beam.Create(batches) | beam.ParDo(pipeline.ScoreDocBatches(handler))
