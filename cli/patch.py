@@ -51,11 +51,16 @@ def patch(arguments, runner, progress, verbose, **options):
 
     quiet_beam(verbose)
     inputs, beam_args = _split_beam_args(arguments)
+    from bltdata.device import DeviceUnavailable
+
     try:
         run = PatchRun(**values_of(PatchRun, options))
         job = PatchJob(inputs=inputs, **values_of(PatchJob, options))
+        pipeline.check_local_device(job, pipeline.local_processes(
+            beam_args, workers=run.workers, runner=runner, dask_address=run.dask_address,
+            dask_workers=run.dask_workers))  # --device cuda on a machine without it: one line, before the job
         prepared = patch_job.prepare(job)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, DeviceUnavailable) as e:
         raise click.UsageError(str(e)) from None
     dask = {"dask_address": run.dask_address, "dask_workers": run.dask_workers}
     summary = _run_with_progress(pipeline, prepared, beam_args, run.workers, runner, progress, dask, verbose)
