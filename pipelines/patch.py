@@ -468,9 +468,16 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRu
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
+    from bltdata.device import DeviceUnavailable
+
     job, beam_args, patch_run = parse_args(argv)
-    result, prepared = run_job(job, beam_args, workers=patch_run.workers, dask_address=patch_run.dask_address,
-                               dask_workers=patch_run.dask_workers)
+    local = dict(workers=patch_run.workers, dask_address=patch_run.dask_address, dask_workers=patch_run.dask_workers)
+    try:  # what is refused before the job (a wrong --text-field, --device cuda without CUDA): a usage error
+        check_local_device(job, local_processes(beam_args, **local))
+        prepared = prepare(job)
+    except (ValueError, FileNotFoundError, DeviceUnavailable) as e:
+        argument_parser().error(str(e))
+    result, prepared = run_job(job, beam_args, prepared=prepared, **local)
     return metric_totals(result, prepared)
 
 

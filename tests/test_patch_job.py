@@ -269,3 +269,13 @@ def test_cuda_for_remote_workers_is_not_refused_here(argv, click_job, tmp_path, 
     job, _, result = click_job(["in.jsonl", "-o", str(tmp_path / "out"), "--device", "cuda", *argv])
     assert isinstance(result.exception, Captured), result.output  # reached the (stand-in) run
     assert job.device == "cuda"
+
+
+def test_a_wrong_text_field_is_a_usage_error_of_the_module_entry_point_too(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        pipeline.run([str(_wrong_field_corpus(tmp_path)), "-o", str(out), "--mode", "space", "--text-field", "nope"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: docs.jsonl: no record among the first 100 has field 'nope' (--text-field); their fields: text, id, url")
+    assert not out.exists()
