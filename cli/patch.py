@@ -8,6 +8,7 @@ import click
 
 from bltdata import patch_job
 from bltdata.cli.progress import progress_option, quiet_beam, verbose_option
+from bltdata.device import DeviceUnavailable
 from bltdata.options import click_options, values_of
 from bltdata.patch_job import PatchJob, PatchRun
 
@@ -51,8 +52,6 @@ def patch(arguments, runner, progress, verbose, **options):
 
     quiet_beam(verbose)
     inputs, beam_args = _split_beam_args(arguments)
-    from bltdata.device import DeviceUnavailable
-
     try:
         run = PatchRun(**values_of(PatchRun, options))
         job = PatchJob(inputs=inputs, **values_of(PatchJob, options))
