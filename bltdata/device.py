@@ -11,6 +11,10 @@ DEVICES = ("auto", "cpu", "cuda")  # what `--device` takes
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
+class DeviceUnavailable(RuntimeError):
+    """The device asked for (`--device cuda`) cannot be used on this machine."""
+
+
 def resolve_device(name: str) -> str:
     """`auto` → `cuda` when CUDA is usable, else `cpu`; a CUDA device fails loudly without CUDA.
 
@@ -22,7 +26,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name} was asked for but CUDA is not available here")
+        raise DeviceUnavailable(f"--device {name} was asked for but CUDA is not available here")
     return name
 
 

@@ -120,13 +120,15 @@ class PreparedJob:
 
 
 def prepare(job: PatchJob) -> PreparedJob:
-    """List inputs, identify the model, choose θ, plan the packs and check/create the output directory."""
+    """List inputs, check the text field on a sample, identify the model, choose θ, plan the packs and
+    check/create the output directory. A wrong --text-field raises `readers.FieldMissing` (a ValueError)."""
     from bltdata import jobs, shards  # pyarrow: imported on use, so the CLI's options stay cheap
     from bltdata.entropy.calibrate import choose_threshold
 
     started = time.perf_counter()
     job = dataclasses.replace(job, precision=job_precision(job.precision, job.device))  # workers use what is recorded
     files = readers.list_inputs(job.inputs, exclude=[job.output])
+    readers.check_text_field(files, job.text_field, job.id_field)  # a wrong field: an error, not N rejects
     entropy_model = None
     if job.needs_model:
         from bltdata.entropy.checkpoint import checkpoint_metadata

@@ -623,3 +623,125 @@ def _parquet_record(source: str, row: int, data, id_value, text_col: str, id_fie
         return Document(_doc_id(id_value, source, row, id_field), source, row, data)
     except _BadRecord as exc:
         return Reject(source, row, str(exc))
+
+
+# ----------------------------------------------------------------------------- field check
+
+FIELD_SAMPLE_RECORDS = 100  # JSON records read from the start of each checked file
+FIELD_SAMPLE_FILES = 8  # jsonl/parquet files checked, the first in input order
+FIELD_SAMPLE_BYTES = 16 << 20  # at most this much decoded text read per checked file
+FIELD_MIN_SAMPLE = 20  # below this many sampled records, only "none has the field" is an error
+
+
+class FieldMissing(ValueError):
+    """The text field a job asks for is absent from (most of) an input's first records."""
+
+
+def check_text_field(files: Sequence[InputFile], text_field: str = DEFAULT_TEXT_FIELD,
+                     id_field: str = DEFAULT_ID_FIELD) -> None:
+    """Raise `FieldMissing` when a wrong `--text-field` would turn an input into rejects.
+
+    The first `FIELD_SAMPLE_FILES` jsonl(.gz/.zst) and parquet inputs are sampled: a parquet
+    file without the column, or a jsonl file where more than half of its first
+    `FIELD_SAMPLE_RECORDS` JSON objects lack the field (when at least `FIELD_MIN_SAMPLE` were
+    read; with fewer, when none has it) is an error naming the file, the field and the fields
+    its records do have. Occasional records without the field stay rejects, as in the run.
+    Malformed lines and unreadable files are left to the run, which rejects them with a reason.
+    A non-default `id_field` that no sampled record has is only a warning: ids then fall back
+    to the position, as documented for records without an id.
+    """
+    checked = [f for f in files if f.format != "txt"][:FIELD_SAMPLE_FILES]
+    for f in checked:
+        try:
+            sample = _sample_fields(f)
+        except (OSError, ValueError, compressed.UnitError) as exc:  # the run rejects it with the reason
+            log.debug("field check skipped %s: %s", f.source, exc)
+            continue
+        if f.format == "parquet":
+            _check_parquet_columns(f, sample, text_field, id_field)
+        else:
+            _check_json_fields(f, sample, text_field, id_field)
+
+
+def _has_text(names, text_field: str) -> bool:
+    return text_field in names or (text_field == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in names)
+
+
+def _field_list(counts: dict[str, int], limit: int = 12) -> str:
+    names = sorted(counts, key=lambda name: -counts[name])  # most common first, then first seen
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more if names else "none"
+
+
+def _check_parquet_columns(f: InputFile, columns: list[str], text_field: str, id_field: str) -> None:
+    if not _has_text(columns, text_field):
+        raise FieldMissing(f"{f.source}: no column {text_field!r} (--text-field); its columns: "
+                           f"{_field_list(dict.fromkeys(columns, 1))}")
+    if id_field != DEFAULT_ID_FIELD and id_field not in columns:
+        log.warning("%s: no column %r (--id-field); ids will be the row positions", f.source, id_field)
+
+
+def _check_json_fields(f: InputFile, records: list[dict], text_field: str, id_field: str) -> None:
+    if not records:
+        return
+    counts: dict[str, int] = {}
+    for record in records:
+        for name in record:
+            counts[name] = counts.get(name, 0) + 1
+    missing = sum(not _has_text(record, text_field) for record in records)
+    n = len(records)
+    if missing == n:
+        raise FieldMissing(f"{f.source}: no record among the first {n} has field {text_field!r} (--text-field); "
+                           f"their fields: {_field_list(counts)}")
+    if n >= FIELD_MIN_SAMPLE and 2 * missing > n:
+        raise FieldMissing(f"{f.source}: {missing} of the first {n} records have no field {text_field!r} "
+                           f"(--text-field); their fields: {_field_list(counts)}")
+    if id_field != DEFAULT_ID_FIELD and id_field not in counts:
+        log.warning("%s: no record among the first %d has field %r (--id-field); ids will be the line numbers",
+                    f.source, n, id_field)
+
+
+def _sample_fields(f: InputFile):
+    """Parquet: the column names. jsonl: the JSON objects of the first lines (others skipped)."""
+    if f.format == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            with (fs.open_read(f.path) if fs.is_remote(f.path) else open_local(f.path)) as fileobj:
+                return pq.ParquetFile(fileobj).schema_arrow.names
+        except pa.ArrowException as exc:
+            raise ValueError(str(exc)) from None
+    records = []
+    with (fs.open_read(f.path) if fs.is_remote(f.path) else open_local(f.path)) as fileobj:
+        for line in _first_lines(fileobj, f.format):
+            try:
+                obj = json.loads(line.decode("utf-8-sig"))
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(obj, dict):
+                records.append(obj)
+                if len(records) == FIELD_SAMPLE_RECORDS:
+                    break
+    return records
+
+
+def _first_lines(fileobj: BinaryIO, fmt: str) -> Iterator[bytes]:
+    """Complete lines from the start of a (possibly compressed) jsonl stream, up to FIELD_SAMPLE_BYTES."""
+    if fmt in _UNIT_DECODERS:
+        chunks = (event for event in _UNIT_DECODERS[fmt](fileobj) if isinstance(event, bytes))
+    else:
+        chunks = iter(lambda: fileobj.read(_READ_CHUNK), b"")
+    buffer, seen = bytearray(), 0
+    for chunk in chunks:
+        seen += len(chunk)
+        buffer += chunk
+        end = buffer.rfind(b"\n")
+        if end >= 0:
+            lines = bytes(buffer[:end]).split(b"\n")
+            del buffer[:end + 1]
+            yield from (line for line in lines if line.strip())
+        if seen >= FIELD_SAMPLE_BYTES:
+            return
+    if buffer.strip():
+        yield bytes(buffer)

@@ -120,10 +120,14 @@ def train(inputs, output, preset, show_preset, steps, seq_len, batch_size, lr, w
     (exit 2, naming the option and the run's value) other INPUT..., --preset, --seq-len,
     --batch-size, --lr, --warmup, --eval-bytes, --heldout-percent, --max-bytes or --seed.
 
+    The first example is the README's, on the corpus `bltdata demo` writes: it took 71.9 s on
+    a 2-core CPU, its held-out BPB still falling at step 300.
+
     \b
     Example:
-      bltdata entropy train default -o models/mine --preset tiny --steps 300
+      bltdata entropy train bltdata-demo/corpus/ -o models/mine --preset tiny --steps 300 --eval-every 100
       bltdata entropy train -o models/mine --resume --steps 600
+      bltdata entropy train default -o models/std --preset tiny --steps 300   # the whole embedded corpus
       bltdata entropy train --show-preset paper-100m
     """
     settings = dict(inputs=list(inputs) or None, preset=preset, steps=steps, seq_len=seq_len, batch_size=batch_size,

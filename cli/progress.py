@@ -133,11 +133,29 @@ def verbose_option(func):
 
 
 def quiet_beam(verbose: bool) -> None:
-    """Hide the runner libraries' log records below ERROR unless `verbose` (or `bltdata -v`); ours are untouched."""
+    """Hide the runner libraries' log records below ERROR unless `verbose` (or `bltdata -v`); ours are untouched.
+
+    Their loggers' levels are set, and a filter on the root handlers drops what gets past:
+    a level does not last, since `distributed` sets its loggers to INFO when it is imported
+    (after this, inside the DaskRunner run), and its LocalCluster's scheduler then logs
+    ~30 INFO lines through our handlers.
+    """
     verbose = verbose or logging.getLogger().getEffectiveLevel() < logging.WARNING
     level = logging.NOTSET if verbose else logging.ERROR
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+    for handler in logging.getLogger().handlers:
+        if verbose:
+            handler.removeFilter(_noisy_below_error)
+        else:
+            handler.addFilter(_noisy_below_error)  # once: addFilter skips a filter already there
+
+
+def _noisy_below_error(record: logging.LogRecord) -> bool:
+    """False for a record of a runner library (NOISY_LOGGERS or below them) under ERROR."""
+    if record.levelno >= logging.ERROR:
+        return True
+    return not any(record.name == name or record.name.startswith(name + ".") for name in NOISY_LOGGERS)
 
 
 # A log line below ERROR as a child process (Beam's SDK worker, Dask's worker) prints it

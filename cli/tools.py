@@ -198,7 +198,8 @@ def stats(path, as_json, by_source, sample_shards):
 @click.option("--max-bytes", type=click.IntRange(min=1), default=120, show_default=True,
               help="Bytes in the window shown.")
 @click.option("--threshold", type=float, help="Threshold line to draw (default: the shard's θ in entropy mode).")
-@click.option("--max-length", type=click.IntRange(min=1), help="--hist: lengths above N share the last bar.")
+@click.option("--max-length", type=click.IntRange(min=1), help="--hist: end the x axis at N (lengths ≥ N share the last bar).  [default: "
+              "just past the 99.5th percentile of the lengths]")
 def plot(path, output, index, doc_id, hist, start, max_bytes, threshold, max_length):
     """Write a PNG: entropy per byte with θ and patch boundaries, or a patch-length histogram.
 

@@ -400,9 +400,10 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     """
     from apache_beam.options.pipeline_options import StandardOptions
 
-    prepared = prepared or prepare(job)
     processes = local_processes(beam_args, workers=workers, runner=runner, dask_address=dask_address,
                                 dask_workers=dask_workers)
+    check_local_device(job, processes)
+    prepared = prepared or prepare(job)
     if processes:
         prepared = dataclasses.replace(prepared, job=with_worker_threads(prepared.job, processes))
     if dask_cluster.is_dask(PipelineOptions(list(beam_args)).view_as(StandardOptions).runner or runner):
@@ -420,6 +421,17 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     result = pipeline.run()
     result.wait_until_finish()
     return result, prepared
+
+
+def check_local_device(job: PatchJob, processes: int | None) -> None:
+    """Raise `DeviceUnavailable` (one line) before anything runs when the job's model would run on a
+    device this machine lacks and its workers are local (`processes` from `local_processes`).
+
+    On a remote runner (`processes` None: Dataflow, a Dask cluster at an address) `--device cuda`
+    is for the workers' machines and is not checked here.
+    """
+    if processes is not None and job.needs_model:
+        resolve_device(job.device)
 
 
 def local_processes(beam_args: Sequence[str], *, workers: int = 1, runner: str | None = None,
@@ -494,9 +506,16 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRu
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
+    from bltdata.device import DeviceUnavailable
+
     job, beam_args, patch_run = parse_args(argv)
-    result, prepared = run_job(job, beam_args, workers=patch_run.workers, dask_address=patch_run.dask_address,
-                               dask_workers=patch_run.dask_workers)
+    local = dict(workers=patch_run.workers, dask_address=patch_run.dask_address, dask_workers=patch_run.dask_workers)
+    try:  # what is refused before the job (a wrong --text-field, --device cuda without CUDA): a usage error
+        check_local_device(job, local_processes(beam_args, **local))
+        prepared = prepare(job)
+    except (ValueError, FileNotFoundError, DeviceUnavailable) as e:
+        argument_parser().error(str(e))
+    result, prepared = run_job(job, beam_args, prepared=prepared, **local)
     return metric_totals(result, prepared)
 
 

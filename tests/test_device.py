@@ -21,6 +21,29 @@ def test_cuda_requested_without_cuda_fails_loudly(tmp_path):
     assert resolve_device("auto") == "cpu"
 
 
+NO_CUDA_ERROR = "Error: --device cuda was asked for but CUDA is not available here"
+
+
+@pytest.mark.parametrize("argv", [
+    ["entropy", "score", "default", "--text", "hi", "--device", "cuda"],
+    ["entropy", "train", "{corpus}", "-o", "{out}", "--preset", "tiny", "--steps", "2", "--device", "cuda"],
+    ["train", "--data", "{corpus}", "-o", "{out}", "--preset", "debug", "--steps", "2", "--device", "cuda"],
+], ids=["entropy-score", "entropy-train", "train"])
+def test_cuda_asked_for_without_cuda_is_one_usage_line(argv, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from bltdata.cli.main import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a.txt").write_text("some text")
+    argv = [a.format(corpus=tmp_path / "corpus", out=tmp_path / "out") for a in argv]
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == NO_CUDA_ERROR
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_bf16_engine_matches_cpu():

@@ -261,3 +261,17 @@ def test_the_cli_preset_names_are_the_run_presets():
     from bltdata.entropy.runs import PRESETS
 
     assert PRESET_NAMES == tuple(PRESETS) == tuple(MODEL_PRESETS)
+
+
+def test_train_help_shows_the_readme_command():
+    """The first example of `entropy train --help` is the README's timed command, word for word."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme_command = next(line.split("#")[0].strip() for line in readme.splitlines()
+                          if line.startswith("bltdata entropy train bltdata-demo/corpus/"))
+    assert "--steps 300" in readme_command
+    help_text = invoke("entropy", "train", "--help").output
+    examples = help_text.split("Example", 1)[1].splitlines()
+    first = next(line.strip() for line in examples if line.strip().startswith("bltdata "))
+    assert first == readme_command

@@ -216,3 +216,66 @@ def test_run_job_gives_the_local_workers_their_share_of_the_cpus(tmp_path, monke
     assert job.threads is None and prepared.job.threads == 6
     _, again = pipeline.run_job(dataclasses.replace(job, threads=2))  # done already: nothing runs
     assert again.job.threads == 2 and again.pending == []
+
+
+def _wrong_field_corpus(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": f"doc {i}", "id": i, "url": "u"}) + "\n" for i in range(121)))
+    return path
+
+
+def test_a_wrong_text_field_stops_prepare_before_the_output_is_made(tmp_path):
+    out = tmp_path / "out"
+    job = PatchJob(inputs=[str(_wrong_field_corpus(tmp_path))], output=str(out), mode="space", text_field="nope")
+    with pytest.raises(ValueError, match="docs.jsonl: no record among the first 100 has field 'nope'"):
+        PREPARE(job)
+    assert not out.exists()
+
+
+def test_a_wrong_text_field_is_a_one_line_usage_error_of_the_cli(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["patch", str(_wrong_field_corpus(tmp_path)), "-o", str(out), "--mode",
+                                       "space", "--text-field", "nope"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: docs.jsonl: no record among the first 100 has field 'nope' (--text-field); "
+                      "their fields: text, id, url"]
+    assert "Traceback" not in result.output and not out.exists()
+
+
+def test_cuda_without_cuda_is_refused_before_a_local_job(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["patch", str(_wrong_field_corpus(tmp_path)), "-o", str(out),
+                                       "--device", "cuda"])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == "Error: --device cuda was asked for but CUDA is not available here"
+    assert "Traceback" not in result.output and not out.exists()
+    job = PatchJob(inputs=[str(tmp_path / "docs.jsonl")], output=str(out), device="cuda")
+    with pytest.raises(RuntimeError, match="CUDA is not available here"):  # the library refuses it too
+        pipeline.run_job(job)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["--runner", "DataflowRunner"],
+                                  ["--runner", "DaskRunner", "--dask-address", "tcp://scheduler:8786"]],
+                         ids=["dataflow", "dask-cluster"])
+def test_cuda_for_remote_workers_is_not_refused_here(argv, click_job, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    job, _, result = click_job(["in.jsonl", "-o", str(tmp_path / "out"), "--device", "cuda", *argv])
+    assert isinstance(result.exception, Captured), result.output  # reached the (stand-in) run
+    assert job.device == "cuda"
+
+
+def test_a_wrong_text_field_is_a_usage_error_of_the_module_entry_point_too(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        pipeline.run([str(_wrong_field_corpus(tmp_path)), "-o", str(out), "--mode", "space", "--text-field", "nope"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "error: docs.jsonl: no record among the first 100 has field 'nope' (--text-field); their fields: text, id, url")
+    assert not out.exists()

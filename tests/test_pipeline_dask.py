@@ -136,3 +136,19 @@ def test_killed_dask_job_is_resumed_identically(corpus, tiny_model, cluster, fna
     result, prepared = pipeline.run_job(job, runner="DaskRunner", dask_address=cluster.scheduler_address)
     assert 1 <= len(prepared.pending) < len(prepared.files)
     assert digests(out) == digests(base)
+
+
+def test_patch_on_a_local_cluster_prints_no_dask_log_lines(tmp_path):
+    """distributed sets its loggers to INFO at import; the CLI still shows none of its lines without -v."""
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"hello {i}"}) + "\n" for i in range(3)))
+    command = [sys.executable, "-c", "from bltdata.cli.main import main; main()", "patch", str(tmp_path / "docs.jsonl"),
+               "-o", str(tmp_path / "out"), "--mode", "space", "--runner", "DaskRunner", "--dask-workers", "1",
+               "--no-progress"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "3 documents" in run.stdout
+    assert "distributed" not in run.stderr and "INFO" not in run.stderr, run.stderr

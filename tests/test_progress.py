@@ -146,3 +146,31 @@ def test_two_workers_print_no_beam_log_lines_unless_verbose(tmp_path):
     loud = _patch_subprocess(tmp_path, "loud", "-v")
     assert loud.returncode == 0, loud.stderr
     assert "INFO:apache_beam" in loud.stderr  # what -v shows, and what the quiet run hid
+
+
+def test_quiet_beam_drops_runner_records_even_after_their_level_is_reset():
+    """`distributed` sets its loggers back to INFO when imported: the root handlers' filter still drops them."""
+    from bltdata.cli.progress import NOISY_LOGGERS, quiet_beam
+
+    levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    scheduler, ours = logging.getLogger("distributed.scheduler"), logging.getLogger("bltdata.jobs")
+    try:
+        quiet_beam(False)
+        logging.getLogger("distributed").setLevel(logging.INFO)  # what `import distributed` does
+        scheduler.info("State start")
+        scheduler.error("a real problem")
+        ours.warning("our own warning")
+        assert stream.getvalue().splitlines() == ["a real problem", "our own warning"]
+        quiet_beam(True)  # -v: everything again
+        logging.getLogger("distributed").setLevel(logging.INFO)
+        scheduler.info("State start")
+        assert stream.getvalue().splitlines()[-1] == "State start"
+    finally:
+        root.removeHandler(handler)
+        quiet_beam(True)  # takes the filter off the root handlers
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from bltdata.readers import (
     Document,
+    FieldMissing,
     InputFile,
     Reject,
+    check_text_field,
     detect_format,
     list_inputs,
     read_input,
@@ -591,3 +593,61 @@ def test_the_output_directory_is_not_an_input(tmp_path):
     for inside in (corpus / "out", corpus / "out" / "x.parquet", corpus / "out" / "rejected"):
         with pytest.raises(ValueError, match="inside the output directory"):
             list_inputs([str(inside)], exclude=[str(corpus / "out")])
+
+
+# ----------------------------------------------------------------------------- field check
+
+
+def _field_inputs(tmp_path, name: str, objs) -> list:
+    data = _jsonl(objs)
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+    elif name.endswith(".zst"):
+        data = zstandard.ZstdCompressor(write_checksum=True).compress(data)
+    path.write_bytes(data)
+    return list_inputs([str(path)])
+
+
+@pytest.mark.parametrize("name", ["docs.jsonl", "docs.jsonl.gz", "docs.jsonl.zst"])
+def test_a_field_no_record_has_is_an_error_naming_the_fields(tmp_path, name):
+    files = _field_inputs(tmp_path, name, [{"text": f"t{i}", "id": i, "url": "u"} for i in range(150)])
+    check_text_field(files, "text")  # the right field passes
+    with pytest.raises(FieldMissing) as err:
+        check_text_field(files, "nope")
+    assert str(err.value) == (f"{name}: no record among the first 100 has field 'nope' (--text-field); "
+                              "their fields: text, id, url")
+
+
+def test_most_records_without_the_field_is_an_error_a_few_are_rejects(tmp_path):
+    few_missing = [{"text": "t"}] * 30 + [{"body": "b"}] * 10  # 25 % missing: rejects, as in the run
+    check_text_field(_field_inputs(tmp_path, "few.jsonl", few_missing), "text")
+    most_missing = [{"text": "t"}] * 15 + [{"body": "b", "id": 1}] * 25  # 62.5 % of 40 missing
+    with pytest.raises(FieldMissing, match=r"^most\.jsonl: 25 of the first 40 records have no field 'text' "
+                                           r"\(--text-field\); their fields: body, id, text$"):
+        check_text_field(_field_inputs(tmp_path, "most.jsonl", most_missing), "text")
+    small_half = [{"text": "t"}] * 3 + [{"body": "b"}] * 7  # below FIELD_MIN_SAMPLE: only "none" is an error
+    check_text_field(_field_inputs(tmp_path, "small.jsonl", small_half), "text")
+
+
+def test_field_check_keeps_the_content_fallback_and_skips_bad_lines(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"{not json\n[1, 2]\n" + _jsonl([{"content": "x"}] * 5))
+    check_text_field(list_inputs([str(path)]), "text")  # "content" stands in for the default field
+    with pytest.raises(FieldMissing, match="first 5 has field 'body'.*their fields: content$"):
+        check_text_field(list_inputs([str(path)]), "body")
+
+
+def test_a_parquet_input_without_the_column_is_an_error(tmp_path):
+    pq.write_table(pa.table({"body": ["a"], "id": ["x"]}), tmp_path / "n.parquet")
+    files = list_inputs([str(tmp_path / "n.parquet")])
+    with pytest.raises(FieldMissing) as err:
+        check_text_field(files, "text")
+    assert str(err.value) == "n.parquet: no column 'text' (--text-field); its columns: body, id"
+    check_text_field(files, "body")
+
+
+def test_a_wrong_id_field_is_only_a_warning(tmp_path, caplog):
+    files = _field_inputs(tmp_path, "i.jsonl", [{"text": "t", "id": 1}] * 3)
+    check_text_field(files, "text", "key")
+    assert "no record among the first 3 has field 'key' (--id-field)" in caplog.text
