@@ -9,7 +9,7 @@ import pytest
 from bltdata import jobs, shards
 from bltdata.patch_job import PatchJob
 from bltdata.pipelines import patch as pipeline
-from test_pipeline import corpus, digests, tiny_model  # noqa: F401  (module fixtures reused)
+from test_pipeline import corpus, digests  # noqa: F401  (module fixtures reused; tiny_model is in conftest)
 
 distributed = pytest.importorskip("distributed")
 pytestmark = pytest.mark.dask
