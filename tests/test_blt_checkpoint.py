@@ -124,8 +124,11 @@ def test_loading_refuses_missing_ranks_other_shapes_and_corrupt_files(tmp_path):
         ckpt.load_training_state(path, *trained(1))
     (path / "trainer.json").write_text(json.dumps(trainer))
     wider, wider_optimizer = trained(1, width=5)
-    with pytest.raises(RuntimeError, match="size mismatch for 0.weight"):
+    before = {k: v.clone() for k, v in wider.state_dict().items()}
+    with pytest.raises(RuntimeError, match="model.pt: does not fit this model, nothing was loaded: size mismatch "
+                                           r"for 0.weight: saved \(4, 3\), model \(5, 3\)"):
         ckpt.load_training_state(path, wider, wider_optimizer)
+    assert all(torch.equal(before[k], v) for k, v in wider.state_dict().items())  # not partly overwritten
     raw = (path / "model.pt").read_bytes()
     (path / "model.pt").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(RuntimeError):

@@ -1,4 +1,4 @@
-"""BLT training loop: schedule, exact resume, DDP/FSDP2 equivalence (gloo, 2 processes), learning."""
+"""BLT training loop: schedule, exact resume, DDP/FSDP2 equivalence and resume (gloo, 2 processes), learning."""
 import json
 
 import numpy as np
@@ -72,8 +72,11 @@ def _distributed_worker(rank, world_size, tmp_path, sharding):
     torch.set_num_threads(1)
     records = run_records(tmp_path, sharding, steps=3, batch_size=2, rt=Runtime(rank, world_size, "cpu"),
                           sharding=sharding)
+    resumed = run_records(tmp_path, sharding, steps=4, batch_size=2, rt=Runtime(rank, world_size, "cpu"),
+                          sharding=sharding, resume=True)  # loads the step-3 checkpoint into the wrapped model
     if rank == 0:
         (tmp_path / "losses.json").write_text(json.dumps([r["loss"] for r in records]))
+        (tmp_path / "resumed.json").write_text(json.dumps([r["step"] for r in resumed]))
     torch.distributed.destroy_process_group()
 
 
@@ -86,6 +89,7 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path,
     np.testing.assert_allclose(distributed, [r["loss"] for r in single], rtol=1e-5)
     assert distributed[2] < distributed[0]  # the updates were applied (steps 2 and 3 see trained weights)
     assert (tmp_path / sharding / "checkpoints" / "step_00000003" / "model.pt").is_file()
+    assert json.loads((tmp_path / "resumed.json").read_text()) == [4]  # resumed from step 3 under DDP/FSDP2
 
 
 def corpus_split(max_bytes: int):

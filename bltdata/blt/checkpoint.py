@@ -141,6 +141,7 @@ def load_training_state(path: Path, model, optimizer) -> tuple[dict, list[dict]]
 
     model_state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
     optim_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+    check_fits(model_state, model, path / "model.pt")
     set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state,
                    options=StateDictOptions(full_state_dict=True))
     trainer = json.loads((path / "trainer.json").read_text())
@@ -153,6 +154,21 @@ def load_training_state(path: Path, model, optimizer) -> tuple[dict, list[dict]]
     return trainer, rank_states
 
 
+def check_fits(state: dict, model: torch.nn.Module, source: str | os.PathLike) -> None:
+    """Refuse a saved state dict whose keys or shapes differ from ``model``'s, before anything is
+    copied (``load_state_dict`` copies the tensors that fit before it raises on one that does not)."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    expected = get_model_state_dict(model)  # canonical names (no DDP prefix), global shapes under FSDP2
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [f"size mismatch for {k}: saved {tuple(v.shape)}, model {tuple(expected[k].shape)}"
+                 for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise RuntimeError(f"{source}: does not fit this model, nothing was loaded: {'; '.join(problems[:3])}{more}")
+
+
 def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu", checkpoint: str | None = None):
     """The model of a run at its latest (or the named) checkpoint, in eval mode; and run.json."""
     run = read_run(run_dir)
@@ -160,7 +176,9 @@ def load_model(run_dir: str | os.PathLike, device: str | torch.device = "cpu", c
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no checkpoint yet (checkpoints/latest is missing)")
     model = build_model(config_from_dict(run["model"]))
-    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    state = torch.load(path / "model.pt", map_location="cpu", weights_only=True)
+    check_fits(state, model, path / "model.pt")
+    model.load_state_dict(state)
     return model.to(device).eval(), run
 
 
