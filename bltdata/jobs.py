@@ -198,10 +198,6 @@ def write_done(out_dir: str | os.PathLike, record: FileRecord) -> None:
     fs.write_text_atomic(done_path(out_dir, record.key), json.dumps(record.to_dict(), sort_keys=True))
 
 
-def rejects_path(out_dir: str | os.PathLike, key: str) -> str:
-    return fs.join(out_dir, shards.REJECTED_DIR, f"{key}.jsonl")
-
-
 def read_done(out_dir: str | os.PathLike, key: str, *, data_dir: str) -> FileRecord | None:
     """The completion record of a pack, if all it made is still in place: else None (redo it).
 
@@ -223,7 +219,7 @@ def read_done(out_dir: str | os.PathLike, key: str, *, data_dir: str) -> FileRec
 
 
 def _rejects_in_place(out_dir: str | os.PathLike, record: FileRecord) -> bool:
-    path = rejects_path(out_dir, record.key)
+    path = shards.rejects_path(out_dir, record.key)
     if not fs.exists(path):
         return record.rejected == 0
     return fs.read_text(path).count("\n") == record.rejected  # one JSON line each; JSON escapes newlines

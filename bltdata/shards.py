@@ -462,14 +462,18 @@ def read_manifest(path: str | os.PathLike, *, check: bool = True) -> Manifest:
     return manifest
 
 
+def rejects_path(out_dir: str | os.PathLike, name: str) -> str:
+    """`OUT/rejected/<name>.jsonl`: the rejected records of one pack (or converted input)."""
+    return fs.join(out_dir, REJECTED_DIR, f"{name}.jsonl")
+
+
 def write_rejects(out_dir: str | os.PathLike, name: str, rejects: Iterable[dict]) -> int:
     """Write rejected records as JSON lines to `rejected/<name>.jsonl` (atomically); returns the count."""
     lines = [json.dumps(r, sort_keys=True, ensure_ascii=False) for r in rejects]
     if not lines:
         return 0
-    directory = fs.join(out_dir, REJECTED_DIR)
-    fs.makedirs(directory)
-    fs.write_text_atomic(fs.join(directory, f"{name}.jsonl"), "\n".join(lines) + "\n")
+    fs.makedirs(fs.join(out_dir, REJECTED_DIR))
+    fs.write_text_atomic(rejects_path(out_dir, name), "\n".join(lines) + "\n")
     return len(lines)
 
 

@@ -38,7 +38,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from bltdata import batching, fs, jobs, readers, shards, sink
-from bltdata.device import resolve_device, set_threads
+from bltdata.device import DeviceUnavailable, resolve_device, set_threads
 from bltdata.options import add_arguments, values_of
 from bltdata.patch_config import PatcherConfig
 from bltdata.patch_job import PatchJob, PatchRun, PreparedJob, prepare, with_worker_threads
@@ -170,7 +170,7 @@ class WriteRejects(beam.DoFn):
     def process(self, element: tuple[str, list[dict]]):
         key, rejects = element
         if not rejects:  # a file left by an earlier, interrupted attempt
-            fs.remove(jobs.rejects_path(self.out_dir, key))
+            fs.remove(shards.rejects_path(self.out_dir, key))
         self.rejected.inc(shards.write_rejects(self.out_dir, key, rejects))
         yield key
 
@@ -506,8 +506,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[PatchJob, list[str], PatchRu
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
-    from bltdata.device import DeviceUnavailable
-
     job, beam_args, patch_run = parse_args(argv)
     local = dict(workers=patch_run.workers, dask_address=patch_run.dask_address, dask_workers=patch_run.dask_workers)
     try:  # what is refused before the job (a wrong --text-field, --device cuda without CUDA): a usage error
