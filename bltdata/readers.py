@@ -319,13 +319,12 @@ def read_input(f: InputFile, **kw) -> Iterator[Record]:
 
 
 def _read_input(f: InputFile, **kw) -> Iterator[Record]:
-    remote = fs.is_remote(f.path)
     try:
-        if f.format == "parquet" and not remote:  # a path lets pyarrow use its native (faster) file reader
+        if f.format == "parquet" and not fs.is_remote(f.path):  # a path: pyarrow's native (faster) reader
             check_local(f.path)
             yield from _read_parquet(f.path, f.source, **kw)
             return
-        fileobj = fs.open_read(f.path) if remote else open_local(f.path)
+        fileobj = _open_bytes(f.path)
     except UnreadableInput as exc:
         yield Reject(f.source, 0, str(exc))
         return
@@ -334,6 +333,11 @@ def _read_input(f: InputFile, **kw) -> Iterator[Record]:
         return
     with fileobj:
         yield from read_records(fileobj, f.source, f.format, **kw)
+
+
+def _open_bytes(path: str) -> BinaryIO:
+    """An input's bytes: through Beam's filesystems when remote, else `open_local`."""
+    return fs.open_read(path) if fs.is_remote(path) else open_local(path)
 
 
 class UnreadableInput(OSError):
@@ -532,11 +536,19 @@ def _parse_line(line: bytes, source: str, lineno: int, *, text_field: str, id_fi
         return Reject(source, lineno, str(exc))
 
 
+def _text_field_in(names, text_field: str) -> str | None:
+    """The field of `names` (a record's keys, a file's columns) that holds the text: `text_field`,
+    or for the default field its fallback (`content`) when only that is there; None when neither."""
+    if text_field in names:
+        return text_field
+    if text_field == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in names:
+        return FALLBACK_TEXT_FIELD
+    return None
+
+
 def _json_text(obj: dict, text_field: str) -> bytes:
-    field = text_field
-    if field not in obj and field == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in obj:
-        field = FALLBACK_TEXT_FIELD
-    if field not in obj:
+    field = _text_field_in(obj, text_field)
+    if field is None:
         also = f" (nor {FALLBACK_TEXT_FIELD!r})" if text_field == DEFAULT_TEXT_FIELD else ""
         raise _BadRecord(f"missing text field {text_field!r}{also}")
     text = obj[field]
@@ -604,10 +616,8 @@ def _parquet_text_column(schema, text_field: str) -> str:
     import pyarrow as pa
 
     names = schema.names
-    column = text_field
-    if column not in names and column == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in names:
-        column = FALLBACK_TEXT_FIELD
-    if column not in names:
+    column = _text_field_in(names, text_field)
+    if column is None:
         raise _BadRecord(f"no text column {text_field!r} in parquet columns {names}")
     kind = schema.field(column).type
     ok = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
@@ -663,10 +673,6 @@ def check_text_field(files: Sequence[InputFile], text_field: str = DEFAULT_TEXT_
             _check_json_fields(f, sample, text_field, id_field)
 
 
-def _has_text(names, text_field: str) -> bool:
-    return text_field in names or (text_field == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in names)
-
-
 def _field_list(counts: dict[str, int], limit: int = 12) -> str:
     names = sorted(counts, key=lambda name: -counts[name])  # most common first, then first seen
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
@@ -674,7 +680,7 @@ def _field_list(counts: dict[str, int], limit: int = 12) -> str:
 
 
 def _check_parquet_columns(f: InputFile, columns: list[str], text_field: str, id_field: str) -> None:
-    if not _has_text(columns, text_field):
+    if _text_field_in(columns, text_field) is None:
         raise FieldMissing(f"{f.source}: no column {text_field!r} (--text-field); its columns: "
                            f"{_field_list(dict.fromkeys(columns, 1))}")
     if id_field != DEFAULT_ID_FIELD and id_field not in columns:
@@ -688,7 +694,7 @@ def _check_json_fields(f: InputFile, records: list[dict], text_field: str, id_fi
     for record in records:
         for name in record:
             counts[name] = counts.get(name, 0) + 1
-    missing = sum(not _has_text(record, text_field) for record in records)
+    missing = sum(_text_field_in(record, text_field) is None for record in records)
     n = len(records)
     if missing == n:
         raise FieldMissing(f"{f.source}: no record among the first {n} has field {text_field!r} (--text-field); "
@@ -708,12 +714,12 @@ def _sample_fields(f: InputFile):
         import pyarrow.parquet as pq
 
         try:
-            with (fs.open_read(f.path) if fs.is_remote(f.path) else open_local(f.path)) as fileobj:
+            with _open_bytes(f.path) as fileobj:
                 return pq.ParquetFile(fileobj).schema_arrow.names
         except pa.ArrowException as exc:
             raise ValueError(str(exc)) from None
     records = []
-    with (fs.open_read(f.path) if fs.is_remote(f.path) else open_local(f.path)) as fileobj:
+    with _open_bytes(f.path) as fileobj:
         for line in _first_lines(fileobj, f.format):
             try:
                 obj = json.loads(line.decode("utf-8-sig"))
