@@ -24,6 +24,7 @@ from bltdata import jobs, shards
 from bltdata.patching import PatcherConfig, patch_batch
 from bltdata.readers import Document
 
+
 @dataclass
 class DocBatch:
     """Consecutive documents of one input file, plus where they go."""
@@ -91,7 +92,8 @@ def patch_doc_batch(batch: DocBatch, config: PatcherConfig) -> DocBatch:
     if config.needs_entropies:
         if batch.entropies is None:
             raise ValueError(f"{batch.source}: mode {config.mode!r} needs entropies but the batch was not scored")
-        entropies = np.concatenate([shards.stored_precision(h[: len(d)]) for h, d in zip(batch.entropies, batch.data)]) \
+        entropies = np.concatenate([shards.stored_precision(h[: len(d)])
+                                    for h, d in zip(batch.entropies, batch.data)]) \
             if batch.data else np.zeros(0, np.float32)
     flat, patch_offsets = patch_batch(config, offsets, entropies=entropies, data=data)
     batch.patch_lengths = [flat[patch_offsets[i]: patch_offsets[i + 1]] for i in range(len(batch.data))]

@@ -271,7 +271,6 @@ def export_hf(run_dir: str | os.PathLike, out_dir: str | os.PathLike, checkpoint
     patcher = None
     entropy_dir = run.get("entropy_model")
     if entropy_dir:
-
         patcher, patcher_state = patcher_to_hf(load_checkpoint(Path(run_dir) / entropy_dir))
         tensors.update(prefix_patcher_state(patcher_state))
     out = Path(out_dir)
