@@ -64,6 +64,36 @@ def test_apply_rope_rotates_interleaved_pairs_as_complex_numbers():
     assert torch.allclose(rotated.norm(dim=-1), x.norm(dim=-1), atol=1e-5)  # a rotation keeps lengths
 
 
+def _rope_by_parts(x, cos, sin):
+    """The rotation written over real and imaginary parts (what ``torch.compile`` runs)."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    real, imag = pairs[..., 0], pairs[..., 1]
+    return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2).type_as(x)
+
+
+@pytest.mark.parametrize("layout", ["qkv slice", "odd offset", "transposed", "bf16"])
+def test_apply_rope_equals_the_formula_by_parts_bit_for_bit(layout):
+    """The complex-multiply kernel rounds as the by-parts formula does (products, then sum), on
+    the views the models hand it: the entropy model's q/k slice of its fused qkv, a view whose
+    offset is odd (copied first), a transposed one and bf16 input."""
+    torch.manual_seed(0)
+    T, H, hd = 37, 3, 64
+    cos, sin = rope_tables(torch.arange(1000, 1000 + T), hd, 10000.0, exact=True)
+    cos, sin = cos[:, None, None], sin[:, None, None]  # (T, 1, 1, hd/2)
+    if layout == "qkv slice":
+        x = torch.randn(2, T, 3, H, hd)[:, :, :2]
+    elif layout == "odd offset":
+        x = torch.randn(2, T, 2, H, hd + 1)[..., 1:]
+        assert x.storage_offset() % 2 == 1
+    elif layout == "transposed":
+        x = torch.randn(2, 2, H, T, hd).permute(0, 3, 1, 2, 4)
+    else:
+        x = torch.randn(2, T, 2, H, hd).to(torch.bfloat16)
+    rotated = apply_rope(x, cos, sin)
+    assert rotated.dtype == x.dtype and rotated.shape == x.shape
+    assert torch.equal(rotated, _rope_by_parts(x, cos, sin))
+
+
 def test_exact_rope_angles_keep_their_precision_far_out():
     """float64 angles: tables at position p equal a float64 reference; float32 ones drift."""
     positions = torch.tensor([30_000_001])
