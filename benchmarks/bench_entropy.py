@@ -32,7 +32,9 @@ Roofline: each row also gives the useful model FLOP rate (matrix multiplies of t
 positions, :func:`bltdata.entropy.model.forward_flops`; padding not counted) as a share of
 this machine's measured matrix-multiply peak *in that row's precision* (best of three shapes
 on the same threads: ``torch.mm`` in fp32 and bf16, ``torch._int_mm`` for int8). A method at
-x % of its peak cannot be sped up by more than 100/x by any batching.
+x % of its peak cannot be sped up by more than 100/x by any batching. A precision the CPU has
+no unit for (bf16 without AVX512-BF16/AMX, int8 without VNNI: :func:`bltdata.device.emulated_precisions`)
+runs in emulated kernels whose speed is no ceiling: the table says so and gives no peak or share.
 
 On CUDA it also measures ``paper-100m`` in bf16 and its model FLOP utilisation,
 2 · parameters · bytes/s ÷ peak.
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
 import time
 
@@ -167,7 +170,7 @@ PRECISIONS = ("fp32", "bf16", "int8")
 PEAK_SHAPES = ((2048, 2048, 2048), (4096, 256, 768), (4096, 768, 256))  # (M, K, N)
 
 
-def matmul_peaks_cpu(repeats: int = 10) -> dict[str, float]:
+def matmul_peaks_cpu(precisions=PRECISIONS, repeats: int = 10) -> dict[str, float]:
     """Best GFLOP/s of a CPU matrix multiply per precision, over :data:`PEAK_SHAPES`.
 
     fp32 and bf16: ``torch.mm``; int8: ``torch._int_mm`` (int8 × int8 → int32, VNNI), the
@@ -175,7 +178,7 @@ def matmul_peaks_cpu(repeats: int = 10) -> dict[str, float]:
     of its own precision.
     """
     peaks = {}
-    for precision in PRECISIONS:
+    for precision in ("fp32", *(p for p in precisions if p != "fp32")):  # fp32: the baselines' peak
         best = 0.0
         for m, k, n in PEAK_SHAPES:
             if precision == "int8":
@@ -246,10 +249,18 @@ def cpu_model(preset_name: str):
 
 
 def bench_cpu(args) -> list[dict]:
-    peaks = matmul_peaks_cpu()
+    from bltdata.device import emulated_precisions
+
+    args.emulated = {p: why for p, why in emulated_precisions().items() if p in args.precisions}
+    peaks = matmul_peaks_cpu([p for p in args.precisions if p not in args.emulated])
     print("matmul peaks (best of " + ", ".join("×".join(map(str, s)) for s in PEAK_SHAPES)
           + f"; {torch.get_num_threads()} threads): "
           + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
+    for precision, why in args.emulated.items():
+        print(f"this CPU has no {precision} unit (none of {why}): {precision} runs in emulated kernels here, so "
+              f"its rows show this machine, not the precision; no {precision} peak (it would be no ceiling)", flush=True)
+    if args.emulated:  # the line above says what the engine's own warning would repeat per precision
+        logging.getLogger("bltdata.entropy.engine").setLevel(logging.ERROR)
     print("| preset | corpus | method | docs | bytes/s | × alone fp32 | × pad8192 | useful FLOP rate | "
           "share of its precision's peak | boundary agreement with fp32 | mean patch | padding |")
     rows = []
@@ -283,7 +294,8 @@ def bench_cpu_corpus(args, model, preset_name, kind, docs, peaks) -> list[dict]:
                      "precision": precision, "docs": r["docs"], "bytes": r["bytes"], "bytes_per_s": bytes_per_s,
                      "padding_waste": r["padding_waste"], "vs_alone_fp32": bytes_per_s / speed["alone"],
                      "vs_pad8192": bytes_per_s / speed["pad8192"], "gflops": gflops,
-                     "peak_share": gflops / peaks[precision], "boundary_agreement": boundary_agreement(starts, reference),
+                     "peak_share": None if precision in args.emulated else gflops / peaks[precision],
+                     "boundary_agreement": boundary_agreement(starts, reference),
                      "mean_patch": mean_patch, "threshold": threshold})
         print(_cpu_row(rows[-1]), flush=True)
     for name, r in baselines.items():
@@ -311,11 +323,15 @@ def profile_engine(args) -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows), flush=True)
 
 
+def _share(share: float | None) -> str:
+    return "— (emulated)" if share is None else f"{share:.0%}"
+
+
 def _cpu_row(r: dict) -> str:
     ratios = (f"{r['vs_alone_fp32']:.2f}x | {r['vs_pad8192']:.1f}x" if "vs_alone_fp32" in r else " | ")
     patches = (f"{r['boundary_agreement']:.3f} | {r['mean_patch']:.2f}" if "mean_patch" in r else " | ")
     return (f"| {r['preset']} | {r['corpus']} | {r['method']} | {r['docs']} | {r['bytes_per_s'] / 1e3:.2f} kB/s | "
-            f"{ratios} | {r['gflops']:.1f} GFLOP/s | {r['peak_share']:.0%} | {patches} | {r['padding_waste']:.1%} |")
+            f"{ratios} | {r['gflops']:.1f} GFLOP/s | {_share(r['peak_share'])} | {patches} | {r['padding_waste']:.1%} |")
 
 
 def bench_cuda(args) -> list[dict]:

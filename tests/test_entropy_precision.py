@@ -127,6 +127,29 @@ def test_default_precision_follows_the_cpu(monkeypatch):
         assert device_mod.job_precision("auto", "cuda") == "bf16"
 
 
+def test_emulated_precisions_name_the_missing_units():
+    assert device_mod.emulated_precisions({"avx2", "fma"}) == {
+        "bf16": "avx512_bf16 / amx_bf16", "int8": "avx512_vnni / avx_vnni / amx_int8"}
+    assert device_mod.emulated_precisions({"avx512f", "avx512_vnni"}) == {"bf16": "avx512_bf16 / amx_bf16"}
+    assert device_mod.emulated_precisions({"avx_vnni"}).keys() == {"bf16"}
+    assert device_mod.emulated_precisions({"amx_bf16", "amx_int8"}) == {}
+
+
+def test_an_emulated_precision_warns_once_per_process(model, monkeypatch, caplog):
+    import bltdata.entropy.engine as engine_mod
+
+    monkeypatch.setattr(device_mod, "emulated_precisions", lambda flags=None: {"int8": "avx512_vnni / avx_vnni"})
+    monkeypatch.setattr(engine_mod, "_WARNED", set())
+    with caplog.at_level("WARNING", logger="bltdata.entropy.engine"):
+        EntropyEngine(model, precision="fp32")
+        EntropyEngine(model, precision="bf16")
+        assert not caplog.records  # fp32 never asks; bf16 has its unit in this stand-in
+        EntropyEngine(model, precision="int8")
+        EntropyEngine(model, precision="int8")
+    assert len(caplog.records) == 1
+    assert "no int8 unit (none of avx512_vnni / avx_vnni)" in caplog.records[0].getMessage()
+
+
 def test_manifest_records_the_precision_and_refuses_to_mix_them(tmp_path):
     pytest.importorskip("apache_beam")  # GPU machines without Beam still collect this file
     from bltdata import jobs

@@ -134,6 +134,8 @@ class EntropyEngine:
         if batch_bytes < 1 or chunk_len < 1:
             raise ValueError(f"batch_bytes ({batch_bytes}) and chunk_len ({chunk_len}) must be positive")
         self.precision = _precision(precision, dtype, self.device)
+        if self.device.type == "cpu" and self.precision != "fp32":
+            _warn_if_emulated(self.precision)
         self.model = model.to(self.device).eval()
         self._run_model = self._converted_model()
         self.window = model.config.window
@@ -217,6 +219,21 @@ def _precision(precision: str | None, dtype: torch.dtype | None, device: torch.d
             raise ValueError(f"dtype {dtype} does not name a precision (or contradicts precision={precision!r})")
         return by_dtype[dtype]
     return resolve_precision(precision, str(device))
+
+
+def _warn_if_emulated(precision: str) -> None:
+    """One warning when ``precision`` has no hardware unit on this CPU (it runs, but slowly)."""
+    from bltdata.device import default_precision, emulated_precisions
+
+    lacking = emulated_precisions().get(precision)
+    if lacking and precision not in _WARNED:
+        _WARNED.add(precision)
+        logger.warning("this CPU has no %s unit (none of %s): %s scoring runs in emulated kernels, several times "
+                       "slower than fp32; this CPU's default precision is %s", precision, lacking, precision,
+                       default_precision("cpu"))
+
+
+_WARNED: set[str] = set()
 
 
 def _pad_tokens(docs: list[bytes]) -> tuple[torch.Tensor, np.ndarray]:
