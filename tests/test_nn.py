@@ -71,11 +71,11 @@ def _rope_by_parts(x, cos, sin):
     return torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1).flatten(-2).type_as(x)
 
 
-@pytest.mark.parametrize("layout", ["qkv slice", "odd offset", "transposed", "bf16"])
+@pytest.mark.parametrize("layout", ["qkv slice", "odd offset", "contiguous, odd offset", "transposed", "bf16"])
 def test_apply_rope_equals_the_formula_by_parts_bit_for_bit(layout):
     """The complex-multiply kernel rounds as the by-parts formula does (products, then sum), on
-    the views the models hand it: the entropy model's q/k slice of its fused qkv, a view whose
-    offset is odd (copied first), a transposed one and bf16 input."""
+    the views the models hand it: the entropy model's q/k slice of its fused qkv, views whose
+    offset is odd (copied first, a contiguous one too), a transposed one and bf16 input."""
     torch.manual_seed(0)
     T, H, hd = 37, 3, 64
     cos, sin = rope_tables(torch.arange(1000, 1000 + T), hd, 10000.0, exact=True)
@@ -85,6 +85,9 @@ def test_apply_rope_equals_the_formula_by_parts_bit_for_bit(layout):
     elif layout == "odd offset":
         x = torch.randn(2, T, 2, H, hd + 1)[..., 1:]
         assert x.storage_offset() % 2 == 1
+    elif layout == "contiguous, odd offset":
+        x = torch.randn(2 * T * 2 * H * hd + 1)[1:].view(2, T, 2, H, hd)
+        assert x.is_contiguous() and x.storage_offset() == 1
     elif layout == "transposed":
         x = torch.randn(2, 2, H, T, hd).permute(0, 3, 1, 2, 4)
     else:

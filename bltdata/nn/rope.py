@@ -46,8 +46,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def _pairs_view(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as (..., hd/2, 2) float pairs that ``view_as_complex`` accepts (a copy only when its
-    strides or offset are odd, e.g. a slice of an odd-sized axis)."""
+    """``x`` as (..., hd/2, 2) float pairs that ``view_as_complex`` accepts (a fresh copy only when
+    a stride or the storage offset is odd, e.g. a slice of an odd-sized axis; ``contiguous()``
+    would keep an odd offset)."""
     if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
-        x = x.contiguous()
+        x = x.clone(memory_format=torch.contiguous_format)
     return x.unflatten(-1, (-1, 2))
