@@ -8,7 +8,6 @@ import click
 
 from bltdata import extras, patch_job
 from bltdata.cli.progress import progress_option, quiet_beam, verbose_option
-from bltdata.device import DeviceUnavailable
 from bltdata.options import click_options, values_of
 from bltdata.patch_job import PatchJob, PatchRun
 
@@ -56,11 +55,9 @@ def patch(arguments, runner, progress, verbose, **options):
     try:
         run = PatchRun(**values_of(PatchRun, options))
         job = PatchJob(inputs=inputs, **values_of(PatchJob, options))
-        pipeline.check_local_device(job, pipeline.local_processes(
-            beam_args, workers=run.workers, runner=runner, dask_address=run.dask_address,
-            dask_workers=run.dask_workers))  # --device cuda on a machine without it: one line, before the job
-        prepared = patch_job.prepare(job)
-    except (ValueError, FileNotFoundError, DeviceUnavailable) as e:
+        prepared = pipeline.prepare_checked(job, beam_args, workers=run.workers, runner=runner,
+                                            dask_address=run.dask_address, dask_workers=run.dask_workers)
+    except pipeline.REFUSALS as e:
         raise click.UsageError(str(e)) from None
     dask = {"dask_address": run.dask_address, "dask_workers": run.dask_workers}
     summary = _run_with_progress(pipeline, prepared, beam_args, run.workers, runner, progress, dask, verbose)

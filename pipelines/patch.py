@@ -423,6 +423,20 @@ def run_job(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, r
     return result, prepared
 
 
+# What `prepare_checked` refuses a job with before anything runs: the command lines' usage errors
+REFUSALS = (ValueError, FileNotFoundError, DeviceUnavailable)
+
+
+def prepare_checked(job: PatchJob, beam_args: Sequence[str] = (), *, workers: int = 1, runner: str | None = None,
+                    dask_address: str | None = None, dask_workers: int | None = None) -> PreparedJob:
+    """`prepare(job)` after `check_local_device` for the run these arguments describe: a job that
+    cannot start (a wrong --text-field, missing inputs, --device cuda without CUDA on a local
+    runner) raises one of `REFUSALS` before its output directory is touched."""
+    check_local_device(job, local_processes(beam_args, workers=workers, runner=runner, dask_address=dask_address,
+                                            dask_workers=dask_workers))
+    return prepare(job)
+
+
 def check_local_device(job: PatchJob, processes: int | None) -> None:
     """Raise `DeviceUnavailable` (one line) before anything runs when the job's model would run on a
     device this machine lacks and its workers are local (`processes` from `local_processes`).
@@ -508,10 +522,9 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point for `python -m bltdata.pipelines.patch`; returns the Beam counters."""
     job, beam_args, patch_run = parse_args(argv)
     local = dict(workers=patch_run.workers, dask_address=patch_run.dask_address, dask_workers=patch_run.dask_workers)
-    try:  # what is refused before the job (a wrong --text-field, --device cuda without CUDA): a usage error
-        check_local_device(job, local_processes(beam_args, **local))
-        prepared = prepare(job)
-    except (ValueError, FileNotFoundError, DeviceUnavailable) as e:
+    try:
+        prepared = prepare_checked(job, beam_args, **local)
+    except REFUSALS as e:  # a usage error
         argument_parser().error(str(e))
     result, prepared = run_job(job, beam_args, prepared=prepared, **local)
     return metric_totals(result, prepared)

@@ -15,7 +15,7 @@ FIELDS = [(cls, f) for cls in (PatchJob, PatchRun) for f in dataclasses.fields(c
 IDS = [f"{cls.__name__}.{f.name}" for cls, f in FIELDS]
 BOUNDED = [(cls, f) for cls, f in FIELDS if spec_of(cls, f).min is not None]
 CHOICES = [(cls, f) for cls, f in FIELDS if spec_of(cls, f).choices is not None]
-PREPARE = patch_job.prepare  # the real one (the click_job fixture replaces it)
+PREPARE = patch_job.prepare  # the real one (the click_job fixture replaces the one `bltdata patch` calls)
 
 
 class Captured(Exception):
@@ -37,7 +37,7 @@ def click_job(monkeypatch):
         seen["run"] = PatchRun(workers=workers, **dask)
         raise Captured
 
-    monkeypatch.setattr(patch_job, "prepare", prepare)
+    monkeypatch.setattr(pipeline, "prepare", prepare)  # what `bltdata patch` reaches, through prepare_checked
     monkeypatch.setattr(cli_patch, "_run_with_progress", run_with_progress)
 
     def invoke(argv):
