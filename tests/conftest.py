@@ -40,6 +40,37 @@ def reading_fails(monkeypatch):
     return arm
 
 
+@pytest.fixture
+def fail_on_call(monkeypatch):
+    """`calls = fail_on_call(module, "name", n, error)`: `module.name` works as before until its
+    n-th call, which raises `error` (a run killed midway); `calls` grows by one per call."""
+
+    def arm(module, name: str, n: int, error: BaseException) -> list:
+        real, calls = getattr(module, name), []
+
+        def wrapper(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise error
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+        return calls
+
+    return arm
+
+
+@pytest.fixture
+def all_files():
+    """`all_files(directory)`: every file under it, temporaries and hidden ones included, as
+    sorted relative paths (what a failed write left behind)."""
+
+    def files(directory) -> list[str]:
+        return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+    return files
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A checkpoint of the tiny entropy model with fixed random weights (seed 0)."""

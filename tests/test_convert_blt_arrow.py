@@ -169,43 +169,23 @@ def test_export_needs_entropies_and_fresh_output(tmp_path, shards_dir):
     assert result.exit_code == 2 and "busy" in result.output
 
 
-def _all_files(directory):
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
-
-
-def test_export_failure_leaves_no_arrow_file(shards_dir, tmp_path, monkeypatch):
+def test_export_failure_leaves_no_arrow_file(shards_dir, tmp_path, fail_on_call, all_files):
     from bltdata.convert import blt_arrow
 
-    real, calls = blt_arrow._export_batch, []
-
-    def fail_on_second(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("killed mid-file")
-        return real(*args)
-
-    monkeypatch.setattr(blt_arrow, "_export_batch", fail_on_second)
+    calls = fail_on_call(blt_arrow, "_export_batch", 2, RuntimeError("killed mid-file"))
     with pytest.raises(RuntimeError, match="killed mid-file"):
         blt_arrow.export_blt_arrow(shards_dir, tmp_path / "out")
     # the first shard's file was finished; the second (one row group per shard) left nothing
     first = "bltdata.chunk.00.jsonl.shard_0.arrow"
-    assert len(calls) == 2 and _all_files(tmp_path / "out") == [first, first + ".complete"]
+    assert len(calls) == 2 and all_files(tmp_path / "out") == [first, first + ".complete"]
 
 
-def test_import_failure_leaves_no_shard(shards_dir, tmp_path, monkeypatch):
+def test_import_failure_leaves_no_shard(shards_dir, tmp_path, fail_on_call, all_files):
     from bltdata.convert import blt_arrow
 
     blt_arrow.export_blt_arrow(shards_dir, tmp_path / "ref")
     files = sorted((tmp_path / "ref").glob("*.arrow"))
-    real, calls = blt_arrow._add_imported, []
-
-    def fail_on_third(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise RuntimeError("killed mid-shard")
-        return real(*args)
-
-    monkeypatch.setattr(blt_arrow, "_add_imported", fail_on_third)
+    calls = fail_on_call(blt_arrow, "_add_imported", 3, RuntimeError("killed mid-shard"))
     with pytest.raises(RuntimeError, match="killed mid-shard"):
         blt_arrow.import_blt_arrow(files, tmp_path / "out")
-    assert len(calls) == 3 and _all_files(tmp_path / "out") == []
+    assert len(calls) == 3 and all_files(tmp_path / "out") == []

@@ -95,11 +95,7 @@ def test_repatch_errors(shards_dir, tmp_path):
     assert result.exit_code in (1, 2) and str(shards_dir) in result.output
 
 
-def _all_files(directory):
-    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
-
-
-def test_repatch_failure_leaves_no_shard_and_bugs_propagate(shards_dir, tmp_path, monkeypatch):
+def test_repatch_failure_leaves_no_shard_and_bugs_propagate(shards_dir, tmp_path, monkeypatch, all_files):
     from bltdata.convert import repatch
 
     calls = []
@@ -113,10 +109,10 @@ def test_repatch_failure_leaves_no_shard_and_bugs_propagate(shards_dir, tmp_path
     with pytest.raises(TypeError, match="a bug"):
         repatch.repatch_directory(shards_dir, tmp_path / "out", PatcherConfig(threshold=1.0))
     assert calls == [1]
-    assert _all_files(tmp_path / "out") == []  # no shard, no temporary, no manifest
+    assert all_files(tmp_path / "out") == []  # no shard, no temporary, no manifest
 
 
-def test_repatch_bad_data_is_one_line_naming_the_shard(shards_dir, tmp_path, monkeypatch):
+def test_repatch_bad_data_is_one_line_naming_the_shard(shards_dir, tmp_path, monkeypatch, all_files):
     from bltdata.convert import repatch
 
     def bad(config, table):
@@ -127,4 +123,4 @@ def test_repatch_bad_data_is_one_line_naming_the_shard(shards_dir, tmp_path, mon
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "shard-00000.parquet: entropies are not n + 1" in lines[0]
-    assert "Traceback" not in result.output and _all_files(tmp_path / "out") == []
+    assert "Traceback" not in result.output and all_files(tmp_path / "out") == []
